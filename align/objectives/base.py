@@ -190,7 +190,8 @@ class CompletionGroups:
 
     def policy_logps_mean(self) -> torch.Tensor:
         """(B, K) per-token mean log-prob log π_θ(y|x) / |y| (0 for masked entries)."""
-        return self.get("policy_logps_sum") / self.token_counts.clamp(min=1).to(self.policy_logps_sum.dtype)
+        counts = torch.where(self._valid, self.token_counts, 1).clamp(min=1)
+        return self.get("policy_logps_sum") / counts.to(self.policy_logps_sum.dtype)
 
 
 @dataclass(frozen=True)

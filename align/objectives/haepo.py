@@ -59,7 +59,7 @@ class HAEPO(Objective):
 
     No public code exists; τ, the return normalisation, λ_H, λ_KL, the KL estimator and length
     normalisation are unconfirmed, hence configurable. Defaults: τ = 1 (the paper's form has none),
-    group normalisation (R − mean)/(std + ε), λ_H = 0.001, λ_KL = 0.04 with the k3 estimator (GRPO's
+    group normalisation (R − mean)/(std + ε) with the population std (over the M valid entries), λ_H = 0.001, λ_KL = 0.04 with the k3 estimator (GRPO's
     values), no length normalisation. All-equal returns give R̃ = 0: no preference term.
     """
 
