@@ -1,0 +1,45 @@
+"""Preference data: load and validate, normalise to one form, tokenize, collate.
+
+Flow: :func:`load_preference_dataset` (file / folder / ``datasets.Dataset`` / hub id → validated
+internal rows) → :func:`tokenize_dataset` (→ ``prompt_ids`` + K ``completion_ids``) →
+:class:`PreferenceCollator` (→ one padded or packed batch of every completion).
+:func:`prepare_preference_dataset` does the first two in one call, checking the objective's kind
+and fields. Schemas and error messages: :mod:`align.data.formats`.
+"""
+
+from align.data.collator import PreferenceCollator
+from align.data.formats import (
+    KINDS,
+    PER_COMPLETION_FIELDS,
+    PER_EXAMPLE_FIELDS,
+    DataValidationError,
+    check_kind,
+    detect_kind,
+    normalize_rows,
+)
+from align.data.gsm8k import corrupt_solution, final_answer, gsm8k_pairs, load_gsm8k
+from align.data.loading import dataset_kind, load_preference_dataset, read_rows, write_jsonl
+from align.data.prepare import prepare_preference_dataset
+from align.data.tokenize import tokenize_dataset, tokenize_row
+
+__all__ = [
+    "KINDS",
+    "PER_COMPLETION_FIELDS",
+    "PER_EXAMPLE_FIELDS",
+    "DataValidationError",
+    "PreferenceCollator",
+    "check_kind",
+    "corrupt_solution",
+    "dataset_kind",
+    "detect_kind",
+    "final_answer",
+    "gsm8k_pairs",
+    "load_gsm8k",
+    "load_preference_dataset",
+    "normalize_rows",
+    "prepare_preference_dataset",
+    "read_rows",
+    "tokenize_dataset",
+    "tokenize_row",
+    "write_jsonl",
+]

@@ -1,0 +1,139 @@
+"""Load preference data from a file, a folder, a ``datasets.Dataset`` or the Hub; write JSONL atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from datasets import Dataset, DatasetInfo
+
+from align.data.formats import DataValidationError, check_kind, normalize_rows
+
+__all__ = ["SUPPORTED_SUFFIXES", "dataset_kind", "load_preference_dataset", "read_rows", "write_jsonl"]
+
+SUPPORTED_SUFFIXES = (".jsonl", ".json", ".parquet")
+BUILTIN_PREFIX = "builtin:"
+
+
+_KIND_MARKER = "align.data preference rows, kind="
+
+
+def load_preference_dataset(
+    source: str | os.PathLike | Dataset, split: str = "train", *, kind: str | None = None, name: str | None = None
+) -> Dataset:
+    """Load, validate and normalise a preference dataset (see :mod:`align.data.formats`).
+
+    ``source`` is a local ``.jsonl``/``.json``/``.parquet`` file, a folder of them (read in sorted
+    order), a ``datasets.Dataset``, a built-in set (``builtin:gsm8k_pairs``, see
+    :func:`align.data.gsm8k.builtin_gsm8k_pairs`), or otherwise a Hugging Face Hub id (``split``
+    applies to hub ids and built-ins). ``kind`` ("pair" | "list" | "single" | None = from the columns) is what the objective
+    needs. Errors name the source (the file path or hub id; ``name`` for an in-memory Dataset), the
+    row and the field. Returns a ``Dataset`` of internal rows: ``prompt``, ``completions`` and the
+    optional float fields.
+
+    The result records its kind (in ``info.description``, which ``map``/``select``/``save_to_disk``
+    keep), so loading it again, or tokenizing it, is checked against the objective's kind without
+    mistaking a normalised pair (K = 2 ``completions``) for an unordered list of two.
+    """
+    if isinstance(source, Dataset) and (found := dataset_kind(source)) is not None:
+        check_kind(found, kind, name or "dataset", source.column_names)
+        return source
+    rows, kind = normalize_rows(read_rows(source, split, name=name), kind)
+    return Dataset.from_list(rows, info=DatasetInfo(description=_KIND_MARKER + kind))
+
+
+def dataset_kind(dataset: Dataset) -> str | None:
+    """The kind recorded by :func:`load_preference_dataset`, or None for a dataset it did not produce."""
+    description = dataset.info.description or ""
+    return description[len(_KIND_MARKER) :] if description.startswith(_KIND_MARKER) else None
+
+
+def read_rows(
+    source: str | os.PathLike | Dataset, split: str = "train", *, name: str | None = None
+) -> list[tuple[str, list[dict]]]:
+    """Raw rows as ``[(source name, rows), ...]``: one entry per file, so errors point into the right file.
+
+    JSON files are read with :mod:`json` rather than Arrow so that a row of the wrong type is reported
+    by row and field instead of failing the whole file inside the Arrow reader.
+    """
+    if isinstance(source, Dataset):
+        return [(name or "dataset", source.to_list())]
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in SUPPORTED_SUFFIXES)
+        if not files:
+            raise DataValidationError(f"{path}: no {'/'.join(SUPPORTED_SUFFIXES)} files in this folder")
+        return [(str(f), _read_file(f)) for f in files]
+    if path.suffix in SUPPORTED_SUFFIXES:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        return [(str(path), _read_file(path))]
+    if str(source).startswith(BUILTIN_PREFIX):
+        return [(f"{source} [{split}]", _builtin_rows(str(source), split))]
+    # Anything else is a hub id; datasets honours HF_HUB_OFFLINE / HF_DATASETS_OFFLINE.
+    from datasets import load_dataset
+
+    return [(f"{source} [{split}]", load_dataset(str(source), split=split).to_list())]
+
+
+def _builtin_rows(source: str, split: str) -> list[dict]:
+    from align.data.gsm8k import builtin_gsm8k_pairs
+
+    builtins = {"gsm8k_pairs": builtin_gsm8k_pairs}
+    key = source.removeprefix(BUILTIN_PREFIX)
+    if key not in builtins:
+        raise ValueError(f"unknown dataset {source!r}; known: {', '.join(BUILTIN_PREFIX + k for k in builtins)}")
+    return builtins[key](split)
+
+
+def _read_file(path: Path) -> list[dict]:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None  # JSON lines saved as .json, as datasets also accepts
+        if isinstance(data, list):
+            return data
+        if isinstance(data, dict):  # {"data": [...]} or another single list field
+            lists = [v for v in data.values() if isinstance(v, list)]
+            if len(lists) == 1 and all(isinstance(r, dict) for r in lists[0]):
+                return lists[0]
+            raise DataValidationError(f"{path}: a JSON file must hold a list of rows (or one field holding it)")
+    rows = []
+    for line_no, line in enumerate(text.splitlines()):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataValidationError(f"{path}: line {line_no + 1}: invalid JSON: {err.msg}") from None
+    return rows
+
+
+def write_jsonl(rows: Iterable[dict], path: str | os.PathLike) -> Path:
+    """Write rows as JSON lines atomically (temp file in the same folder + ``os.replace``).
+
+    A killed writer leaves the previous file (or none), never a truncated one that a resumed run
+    would trust.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,170 @@
+"""Tokenize a prompt with K completions: chat template for conversations, eos for plain strings."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from datasets import Dataset
+
+from align.data.formats import MAX_REPORTED_ERRORS, DataValidationError
+
+__all__ = ["tokenize_dataset", "tokenize_row"]
+
+logger = logging.getLogger(__name__)
+
+
+def _messages(messages: list[dict]) -> list[dict]:
+    # Arrow stores messages as structs, so keys that only some messages have come back as None.
+    return [{k: v for k, v in m.items() if v is not None} for m in messages]
+
+
+def _chat_ids(tokenizer, messages: list[dict], **kwargs) -> list[int]:
+    # transformers 5 returns a BatchEncoding from apply_chat_template(tokenize=True).
+    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)["input_ids"])
+
+
+def tokenize_row(row: dict, tokenizer, index: int = 0, source: str = "dataset") -> tuple[list[int], list[list[int]]]:
+    """Untruncated ``(prompt_ids, [completion_ids × K])`` for one internal row (errors name ``source``, ``index``).
+
+    Conversational: prompt_ids = template(prompt, add_generation_prompt=True) and completion k =
+    template(prompt + completion_k) minus that prefix, so the completion holds exactly the tokens
+    the model generates after the generation prompt (its end-of-turn tokens included). The prefix
+    must match: a template that renders the prompt differently alone than followed by an answer
+    would train on a context the model never sees at inference, so it is an error, not a guess.
+
+    Standard strings: prompt_ids = tokenizer(prompt) with special tokens (BOS where the tokenizer
+    adds one); completion = tokenizer(completion, add_special_tokens=False) + [eos], as TRL does,
+    so the model learns to stop. Prompt and completion are tokenized separately: the split is then
+    exact, at the cost of possibly different merges at the boundary than tokenizing the joined text.
+    """
+    prompt, completions = row["prompt"], row["completions"]
+    if isinstance(prompt, list):
+        prompt = _messages(prompt)
+        prompt_ids = _chat_ids(tokenizer, prompt, add_generation_prompt=True)
+        completion_ids = []
+        for k, completion in enumerate(completions):
+            full = _chat_ids(tokenizer, prompt + _messages(completion))
+            if full[: len(prompt_ids)] != prompt_ids:
+                diverge = next((j for j, (a, b) in enumerate(zip(prompt_ids, full)) if a != b), len(full))
+                raise DataValidationError(
+                    f"{source}: row {index}: field 'completions[{k}]': the chat template does not render the prompt (with the "
+                    f"generation prompt) as a prefix of prompt + completion; they diverge at token {diverge}: "
+                    f"{tokenizer.decode(prompt_ids[diverge:])!r} vs {tokenizer.decode(full[diverge : diverge + 8])!r}"
+                )
+            completion_ids.append(full[len(prompt_ids) :])
+    else:
+        eos = tokenizer.eos_token_id
+        if eos is None:
+            raise ValueError("the tokenizer has no eos_token_id, needed to end standard (string) completions")
+        prompt_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        completion_ids = []
+        for completion in completions:
+            ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
+            completion_ids.append(ids if ids[-1:] == [eos] else ids + [eos])
+    if not prompt_ids:
+        # Packed batches rely on every sequence starting with a prompt token (see PreferenceCollator).
+        raise DataValidationError(f"{source}: row {index}: field 'prompt': tokenizes to no tokens")
+    return prompt_ids, completion_ids
+
+
+def _tokenize_and_truncate(
+    row: dict, index: int, tokenizer, max_length: int | None, max_prompt_length: int | None, source: str
+) -> dict:
+    prompt_ids, completion_ids = tokenize_row(row, tokenizer, index, source)
+    prompt_truncated = max_prompt_length is not None and len(prompt_ids) > max_prompt_length
+    if prompt_truncated:
+        prompt_ids = prompt_ids[-max_prompt_length:]  # keep the end: the question and the generation prompt
+    room = (sys.maxsize if max_length is None else max_length) - len(prompt_ids)
+    overlong = room < 1
+    truncated = 0 if overlong else sum(len(c) > room for c in completion_ids)
+    completion_ids = [[] for _ in completion_ids] if overlong else [c[:room] for c in completion_ids]
+    return {
+        "prompt_ids": prompt_ids,
+        "completion_ids": completion_ids,
+        "_overlong": overlong,
+        "_truncated": truncated,
+        "_prompt_truncated": prompt_truncated,
+    }
+
+
+def tokenize_dataset(
+    dataset: Dataset,
+    tokenizer,
+    *,
+    max_length: int | None,
+    max_prompt_length: int | None = None,
+    overlong: str = "drop",
+    num_proc: int | None = None,
+    name: str = "dataset",
+) -> tuple[Dataset, dict[str, int]]:
+    """Tokenize internal rows (from :func:`load_preference_dataset`) into ``prompt_ids`` + ``completion_ids``.
+
+    Each output row holds ``prompt_ids: list[int]``, ``completion_ids: list[list[int]]`` (K lists)
+    and the row's optional float fields. Every sequence prompt + completion_k fits ``max_length``
+    (None: no limit):
+
+    - ``max_prompt_length`` (optional) truncates prompts first, keeping their end;
+    - a row whose prompt leaves no room for one completion token is *overlong*: ``overlong="drop"``
+      drops it with a warning (count and first row indices), ``"error"`` raises
+      :class:`DataValidationError` naming the rows;
+    - completions longer than the room left are truncated, keeping their start (counted and logged).
+
+    Errors name the dataset as ``name`` (e.g. its file) and the row. Returns the tokenized dataset and stats: ``rows_in``, ``rows_out``, ``rows_dropped``,
+    ``prompts_truncated``, ``completions_truncated``.
+    """
+    if overlong not in ("drop", "error"):
+        raise ValueError(f"overlong must be 'drop' or 'error', got {overlong!r}")
+    if max_length is not None and max_length < 2:
+        raise ValueError(f"max_length must be >= 2 (one prompt and one completion token), got {max_length}")
+    if max_prompt_length is not None and not 1 <= max_prompt_length < (max_length or max_prompt_length + 1):
+        raise ValueError(f"max_prompt_length must be >= 1 and < max_length={max_length}, got {max_prompt_length}")
+    tokenized = dataset.map(
+        _tokenize_and_truncate,
+        with_indices=True,
+        fn_kwargs={
+            "tokenizer": tokenizer,
+            "max_length": max_length,
+            "max_prompt_length": max_prompt_length,
+            "source": name,
+        },
+        remove_columns=["prompt", "completions"],
+        num_proc=num_proc,
+        desc="Tokenizing preference data",
+    )
+    dropped = [i for i, flag in enumerate(tokenized["_overlong"]) if flag]
+    stats = {
+        "rows_in": len(dataset),
+        "rows_out": len(dataset) - len(dropped),
+        "rows_dropped": len(dropped),
+        "prompts_truncated": sum(tokenized["_prompt_truncated"]),
+        "completions_truncated": sum(tokenized["_truncated"]),
+    }
+    if dropped:
+        rows = ", ".join(map(str, dropped[:MAX_REPORTED_ERRORS])) + (
+            ", ..." if len(dropped) > MAX_REPORTED_ERRORS else ""
+        )
+        what = (
+            f"{name}: {len(dropped)} of {len(dataset)} rows have a prompt that leaves no room for a completion token under "
+            f"max_length={max_length} (rows [{rows}])"
+        )
+        if overlong == "error":
+            raise DataValidationError(f"{what}; raise max_length, set max_prompt_length, or use overlong='drop'")
+        logger.warning("dropped rows: %s", what)
+        keep = set(dropped)
+        tokenized = tokenized.select([i for i in range(len(tokenized)) if i not in keep])
+    if stats["prompts_truncated"]:
+        logger.warning(
+            "%s: truncated %d prompts to max_prompt_length=%d (kept their end)",
+            name,
+            stats["prompts_truncated"],
+            max_prompt_length,
+        )
+    if stats["completions_truncated"]:
+        logger.warning(
+            "%s: truncated %d completions to fit max_length=%d (kept their start)",
+            name,
+            stats["completions_truncated"],
+            max_length,
+        )
+    return tokenized.remove_columns(["_overlong", "_truncated", "_prompt_truncated"]), stats

@@ -1,0 +1,165 @@
+"""The collator's padded and packed layouts hold the same sequences and give the same log-probs."""
+
+import pytest
+import torch
+from datasets import Dataset
+
+from align.data import PreferenceCollator, load_preference_dataset, tokenize_dataset
+
+PAD = 99
+# Ragged K: row 0 has 2 completions, row 1 has 1.
+ROWS = [
+    {"prompt_ids": [1, 2], "completion_ids": [[3, 4, 5], [6]], "scores": [0.5, -1.0], "pair_prob": 0.75},
+    {"prompt_ids": [7], "completion_ids": [[8, 9]], "scores": [2.0], "pair_prob": 0.25},
+]
+
+
+def test_padded_layout():
+    out = PreferenceCollator(PAD)(ROWS)
+    assert set(out) == {
+        "group_mask",
+        "completion_token_counts",
+        "scores",
+        "pair_prob",
+        "input_ids",
+        "attention_mask",
+        "completion_mask",
+    }
+    assert out["group_mask"].tolist() == [[True, True], [True, False]]
+    assert out["completion_token_counts"].tolist() == [[3, 1], [2, 0]]
+    assert out["scores"].dtype == torch.float32 and out["scores"].tolist() == [[0.5, -1.0], [2.0, 0.0]]
+    assert out["pair_prob"].tolist() == [0.75, 0.25]
+    assert out["input_ids"].tolist() == [[1, 2, 3, 4, 5], [1, 2, 6, PAD, PAD], [7, 8, 9, PAD, PAD]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 0, 0]]
+    assert out["completion_mask"].tolist() == [[0, 0, 1, 1, 1], [0, 0, 1, 0, 0], [0, 1, 1, 0, 0]]
+
+
+def test_packed_layout():
+    out = PreferenceCollator(PAD, padding_free=True)(ROWS)
+    assert "attention_mask" not in out
+    assert out["input_ids"].tolist() == [[1, 2, 3, 4, 5, 1, 2, 6, 7, 8, 9]]
+    assert out["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 0, 1, 2]]
+    assert out["completion_mask"].tolist() == [[0, 0, 1, 1, 1, 0, 0, 1, 0, 1, 1]]
+    assert out["seq_lens"].tolist() == [5, 3, 3]
+    assert out["group_mask"].tolist() == [[True, True], [True, False]]
+
+
+def test_collator_rejects_empty_sequences():
+    with pytest.raises(ValueError, match="batch row 0: completion 1 has no tokens"):
+        PreferenceCollator(PAD)([{"prompt_ids": [1], "completion_ids": [[2], []]}])
+    with pytest.raises(ValueError, match="non-empty prompt_ids"):
+        PreferenceCollator(PAD)([{"prompt_ids": [], "completion_ids": [[2]]}])
+    with pytest.raises(ValueError, match="batch row 0: scores has 1 values for 2 completions"):
+        PreferenceCollator(PAD)([{"prompt_ids": [1], "completion_ids": [[2], [3]], "scores": [1.0]}])
+
+
+def tokenized_rows(tokenizer):
+    """Real conversational rows of different lengths, with all per-completion fields, and a ragged K."""
+    answers = ["Step 1: 48 / 2 = 24 clips in May. Step 2: 48 + 24 = 72 clips. #### 72", "#### 56", "The answer is 72."]
+    questions = [
+        "How many clips did Natalia sell altogether in April and May?",
+        "What is 7 times 8?",
+        "Weng earns $12 an hour for babysitting. How much did she earn?",
+    ]
+    data = Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": q}],
+                "completions": [[{"role": "assistant", "content": a}] for a in answers[i:] + answers[:i]],
+                "labels": [1, 0, 0],
+                "scores": [0.1, 0.2, 0.3],
+                "win_rates": [0.9, 0.5, 0.1],
+                "returns": [1, -1, 0],
+                "ref_logps": [-10.0, -20.0, -30.0],
+            }
+            for i, q in enumerate(questions)
+        ]
+    )
+    rows = list(tokenize_dataset(load_preference_dataset(data, kind="list"), tokenizer, max_length=256)[0])
+    rows[1] = {k: v[:2] if isinstance(v, list) and k != "prompt_ids" else v for k, v in rows[1].items()}  # K = 2 here
+    return rows
+
+
+def test_real_rows_padded_and_packed_hold_the_same_tokens(tiny_tokenizer):
+    rows = tokenized_rows(tiny_tokenizer)
+    padded = PreferenceCollator(tiny_tokenizer.pad_token_id)(rows)
+    packed = PreferenceCollator(tiny_tokenizer.pad_token_id, padding_free=True)(rows)
+    expected = [r["prompt_ids"] + c for r in rows for c in r["completion_ids"]]  # row-major (b, k)
+    real = padded["attention_mask"].bool()
+    assert [ids[m].tolist() for ids, m in zip(padded["input_ids"], real)] == expected
+    assert packed["input_ids"][0].tolist() == padded["input_ids"][real].tolist()
+    assert packed["completion_mask"][0].tolist() == padded["completion_mask"][real].tolist()
+    assert packed["seq_lens"].tolist() == [len(s) for s in expected]
+    assert padded["group_mask"].tolist() == [[True] * 3, [True, True, False], [True] * 3]
+    counts = [[len(c) for c in r["completion_ids"]] + [0] * (3 - len(r["completion_ids"])) for r in rows]
+    assert padded["completion_token_counts"].tolist() == counts
+    assert (padded["completion_mask"].sum(1) == padded["completion_token_counts"][padded["group_mask"]]).all()
+    for name in ("labels", "scores", "win_rates", "returns", "ref_logps"):
+        assert torch.equal(padded[name], packed[name]) and padded[name].dtype == torch.float32
+    assert padded["ref_logps"].tolist()[1] == [-10.0, -20.0, 0.0]  # masked entry is 0
+
+
+def completion_logps_sum(model, batch):
+    """(N,) summed completion log-probs per sequence, from either layout."""
+    ids, mask = batch["input_ids"], batch["completion_mask"][:, 1:].bool()
+    if "position_ids" in batch:
+        logits = model(input_ids=ids, position_ids=batch["position_ids"], attention_mask=None, use_cache=False).logits
+    else:
+        logits = model(input_ids=ids, attention_mask=batch["attention_mask"], use_cache=False).logits
+    token_logps = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    if "position_ids" not in batch:
+        return (token_logps * mask).sum(-1)
+    seq = torch.repeat_interleave(torch.arange(len(batch["seq_lens"])), batch["seq_lens"])[1:]
+    sums = torch.zeros(len(batch["seq_lens"]), dtype=token_logps.dtype)
+    return sums.index_add_(0, seq[mask[0]], token_logps[0][mask[0]])
+
+
+def test_packed_and_padded_log_probs_match_on_a_real_model(tiny_tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    # float64: the sums are ~100 in size, so fp32 round-off alone (~1e-5) would blur a 1e-5 comparison.
+    model = LlamaForCausalLM._from_config(config, attn_implementation="sdpa").double().eval()
+    rows = tokenized_rows(tiny_tokenizer)
+    with torch.no_grad():
+        padded = completion_logps_sum(model, PreferenceCollator(tiny_tokenizer.pad_token_id)(rows))
+        packed = completion_logps_sum(model, PreferenceCollator(tiny_tokenizer.pad_token_id, padding_free=True)(rows))
+        alone = torch.cat(
+            [
+                completion_logps_sum(
+                    model,
+                    PreferenceCollator(0, padding_free=True)([{"prompt_ids": r["prompt_ids"], "completion_ids": [c]}]),
+                )
+                for r in rows
+                for c in r["completion_ids"]
+            ]
+        )  # each sequence on its own, no mask at all
+    assert padded.shape == (8,) and (padded < 0).all()
+    torch.testing.assert_close(packed, padded, atol=1e-5, rtol=0)
+    torch.testing.assert_close(packed, alone, atol=1e-5, rtol=0)
+    # Without position_ids the packed sequences would attend to each other: the check has teeth.
+    ids = PreferenceCollator(0, padding_free=True)(rows)
+    with torch.no_grad():
+        leaked = completion_logps_sum(
+            model,
+            {
+                **{k: v for k, v in ids.items() if k != "position_ids"},
+                "attention_mask": torch.ones_like(ids["input_ids"]),
+            },
+        )
+    assert not torch.allclose(leaked, padded, atol=1e-3)
+    # In float32 (what training runs) the layouts agree to round-off.
+    model.float()
+    with torch.no_grad():
+        padded32 = completion_logps_sum(model, PreferenceCollator(tiny_tokenizer.pad_token_id)(rows))
+        packed32 = completion_logps_sum(model, PreferenceCollator(tiny_tokenizer.pad_token_id, padding_free=True)(rows))
+    torch.testing.assert_close(packed32, padded32, atol=0, rtol=1e-6)

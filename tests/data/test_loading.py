@@ -1,0 +1,162 @@
+"""Every accepted input format loads from every source kind and normalises to the internal form."""
+
+import json
+
+import pytest
+from datasets import Dataset
+
+from align.data import DataValidationError, load_preference_dataset, read_rows, write_jsonl
+
+USER = {"role": "user", "content": "What is 7 times 8?"}
+GOOD = {"role": "assistant", "content": "7 * 8 = 56."}
+BAD = {"role": "assistant", "content": "7 * 8 = 54."}
+
+
+def write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_standard_pair_jsonl(tmp_path):
+    rows = [{"prompt": "The sky is", "chosen": " blue.", "rejected": " green.", "id": 3}]
+    ds = load_preference_dataset(write(tmp_path / "train.jsonl", rows))
+    assert ds.column_names == ["prompt", "completions"]  # unknown columns ("id") are left out
+    assert ds[0] == {"prompt": "The sky is", "completions": [" blue.", " green."]}
+
+
+def test_conversational_pair_json_list_with_optional_columns(tmp_path):
+    row = {
+        "prompt": [USER],
+        "chosen": [GOOD],
+        "rejected": [BAD],
+        "win_rates": [0.8, 0.3],
+        "pair_prob": 0.7,
+        "scores": [2, -1.5],
+        "ref_chosen_logps": -12.5,
+        "ref_rejected_logps": -14.0,
+    }
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps([row, row]))
+    ds = load_preference_dataset(path, kind="pair")
+    assert len(ds) == 2
+    assert ds[0] == {
+        "prompt": [USER],
+        "completions": [[GOOD], [BAD]],
+        "scores": [2.0, -1.5],
+        "win_rates": [0.8, 0.3],
+        "ref_logps": [-12.5, -14.0],
+        "pair_prob": 0.7,
+    }
+
+
+def test_implicit_prompt_is_extracted_with_trl(tmp_path):
+    rows = [{"chosen": [USER, GOOD], "rejected": [USER, BAD]}]
+    ds = load_preference_dataset(write(tmp_path / "implicit.jsonl", rows))
+    assert ds[0] == {"prompt": [USER], "completions": [[GOOD], [BAD]]}
+
+
+def test_list_format_with_per_completion_fields(tmp_path):
+    rows = [
+        {
+            "prompt": f"q{i}",
+            "completions": ["a", "b", "c"],
+            "returns": [1.0, 0.0, -1],
+            "scores": [0.1, 0.2, 0.3],
+            "labels": [1, 0, True],
+            "win_rates": [0.5, 0.25, 1.0],
+        }
+        for i in range(3)
+    ]
+    ds = load_preference_dataset(write(tmp_path / "lists.jsonl", rows), kind="list")
+    assert ds[2]["prompt"] == "q2" and ds[2]["completions"] == ["a", "b", "c"]
+    assert ds[0]["returns"] == [1.0, 0.0, -1.0] and ds[0]["labels"] == [1.0, 0.0, 1.0]
+
+
+def test_single_format_label(tmp_path):
+    rows = [
+        {"prompt": [USER], "completion": [GOOD], "label": True},
+        {"prompt": [USER], "completion": [BAD], "label": False},
+    ]
+    ds = load_preference_dataset(write(tmp_path / "single.jsonl", rows), kind="single")
+    assert ds[0] == {"prompt": [USER], "completions": [[GOOD]], "labels": [1.0]}
+    assert ds[1]["labels"] == [0.0]
+
+
+def test_parquet_file_and_folder_of_mixed_files(tmp_path):
+    Dataset.from_list([{"prompt": "a", "chosen": "b", "rejected": "c"}] * 2).to_parquet(str(tmp_path / "1.parquet"))
+    write(tmp_path / "2.jsonl", [{"prompt": "d", "chosen": "e", "rejected": "f"}])
+    (tmp_path / "notes.txt").write_text("not data")
+    assert load_preference_dataset(tmp_path / "1.parquet")["completions"] == [["b", "c"]] * 2
+    assert load_preference_dataset(tmp_path)["prompt"] == ["a", "a", "d"]  # sorted files, .txt ignored
+
+
+def test_folder_errors_name_the_file_holding_the_row(tmp_path):
+    write(tmp_path / "a.jsonl", [{"prompt": "a", "chosen": "b", "rejected": "c"}])
+    write(
+        tmp_path / "b.jsonl",
+        [{"prompt": "a", "chosen": "b", "rejected": "c"}, {"prompt": "a", "chosen": "", "rejected": "c"}],
+    )
+    with pytest.raises(DataValidationError, match=r"b\.jsonl: row 1: field 'chosen': empty completion"):
+        load_preference_dataset(tmp_path)
+
+
+def test_in_memory_dataset_uses_given_name_in_errors():
+    ds = Dataset.from_list(
+        [{"prompt": "p", "completion": "c", "label": 1}, {"prompt": "p", "completion": " ", "label": 0}]
+    )
+    with pytest.raises(DataValidationError, match=r"^my-set: row 1: field 'completion': empty completion$"):
+        load_preference_dataset(ds, name="my-set")
+    assert load_preference_dataset(ds.select([0]))[0] == {"prompt": "p", "completions": ["c"], "labels": [1.0]}
+
+
+def test_json_with_a_data_field_and_json_lines_saved_as_json(tmp_path):
+    row = {"prompt": "a", "chosen": "b", "rejected": "c"}
+    (tmp_path / "wrapped.json").write_text(json.dumps({"version": 1, "data": [row]}))
+    (tmp_path / "lines.json").write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
+    assert len(read_rows(tmp_path / "wrapped.json")[0][1]) == 1
+    assert len(load_preference_dataset(tmp_path / "lines.json")) == 2
+
+
+def test_invalid_json_line_and_missing_file(tmp_path):
+    (tmp_path / "broken.jsonl").write_text('{"prompt": "a"}\n{"prompt": \n')
+    with pytest.raises(DataValidationError, match=r"broken\.jsonl: line 2: invalid JSON"):
+        load_preference_dataset(tmp_path / "broken.jsonl")
+    with pytest.raises(FileNotFoundError, match="absent.jsonl"):
+        load_preference_dataset(tmp_path / "absent.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("rows", "kind", "found"),
+    [
+        ([{"prompt": "p", "chosen": "a", "rejected": "b"}], "list", "pair"),
+        ([{"prompt": "p", "completion": "a", "label": 1}], "pair", "single"),
+        ([{"prompt": "p", "completions": ["a", "b"]}], "single", "list"),
+    ],
+)
+def test_wrong_kind_for_the_objective_fails_clearly(tmp_path, rows, kind, found):
+    path = write(tmp_path / "data.jsonl", rows)
+    with pytest.raises(
+        DataValidationError, match=rf"data\.jsonl: the objective needs a '{kind}' dataset .* is a '{found}'"
+    ):
+        load_preference_dataset(path, kind=kind)
+
+
+def test_unknown_kind_argument():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        load_preference_dataset(Dataset.from_list([{"prompt": "p", "completion": "c"}]), kind="pairs")
+
+
+def test_write_jsonl_is_atomic_and_round_trips(tmp_path):
+    rows = [{"prompt": [USER], "chosen": [GOOD], "rejected": [BAD]}]
+    path = write_jsonl(rows, tmp_path / "sub" / "out.jsonl")
+    assert [json.loads(line) for line in path.read_text().splitlines()] == rows
+    assert list(path.parent.iterdir()) == [path]  # no temp file left behind
+
+    def bad_rows():
+        yield rows[0]
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        write_jsonl(bad_rows(), path)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == rows  # old file intact
+    assert list(path.parent.iterdir()) == [path]
