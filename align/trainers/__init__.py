@@ -1,0 +1,6 @@
+"""Trainers: ``PreferenceTrainer`` owns the forward pass; one thin subclass per method."""
+
+from align.trainers.base import PreferenceConfig, PreferenceTrainer, completion_logps
+from align.trainers.rpo import RPOConfig, RPOTrainer
+
+__all__ = ["PreferenceConfig", "PreferenceTrainer", "RPOConfig", "RPOTrainer", "completion_logps"]

@@ -1,0 +1,401 @@
+"""PreferenceTrainer: one forward over every completion of a batch, into any registered objective."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainingArguments
+from trl.models import prepare_deepspeed
+from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model, use_adapter
+
+from align.data import PreferenceCollator, prepare_preference_dataset
+from align.distributed import configure_cpu_distributed
+from align.objectives import CompletionGroups, GroupShape, Objective, get_objective
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PreferenceConfig", "PreferenceTrainer", "completion_logps"]
+
+REFERENCE_STRATEGIES = ("auto", "model", "adapter", "precomputed", "none")
+_FIELDS = ("labels", "scores", "win_rates", "returns", "pair_prob")
+
+
+@dataclass
+class PreferenceConfig(TrainingArguments):
+    """Training arguments shared by every preference method.
+
+    Method configs (e.g. ``RPOConfig``) add the objective's hyperparameters as fields named like the
+    objective's own (``beta``, ``alpha``, ...); the trainer passes every such field to the objective.
+    """
+
+    objective: str = field(default="dpo", metadata={"help": "Registered objective name (align.objectives)."})
+    max_length: int | None = field(default=1024, metadata={"help": "Max prompt + completion tokens."})
+    max_prompt_length: int | None = field(default=None, metadata={"help": "Keep the end of longer prompts."})
+    overlong: str = field(
+        default="drop",
+        metadata={"help": "Rows whose prompt leaves no room for a completion: 'drop' (logged with a count) or 'error'."},
+    )
+    padding_free: bool = field(
+        default=True,
+        metadata={"help": "Pack the batch's sequences into one row (no padding) with restarting position_ids."},
+    )
+    reference: str = field(
+        default="auto",
+        metadata={
+            "help": "Reference log-probs from: 'model' (a frozen copy), 'adapter' (the policy with its LoRA adapter "
+            "disabled), 'precomputed' (computed once before training), 'none', or 'auto' (adapter with PEFT, else model)."
+        },
+    )
+    ref_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A different reference model; default: a copy of the initial policy."}
+    )
+    precompute_ref_batch_size: int | None = field(default=None, metadata={"help": "Batch size for precomputing."})
+    disable_dropout: bool = field(default=True, metadata={"help": "Dropout off in policy and reference."})
+    dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+    remove_unused_columns: bool = False  # the collator needs the tokenized columns
+    logging_steps: float = 10
+
+    def __post_init__(self) -> None:
+        if self.reference not in REFERENCE_STRATEGIES:
+            raise ValueError(f"reference must be one of {REFERENCE_STRATEGIES}, got {self.reference!r}")
+        if self.overlong not in ("drop", "error"):
+            raise ValueError(f"overlong must be 'drop' or 'error', got {self.overlong!r}")
+        if configure_cpu_distributed():
+            accelerator_config = self.accelerator_config
+            if accelerator_config is None:
+                accelerator_config = {}
+            if isinstance(accelerator_config, dict):
+                self.accelerator_config = {**accelerator_config, "use_configured_state": True}
+            else:
+                accelerator_config.use_configured_state = True
+        super().__post_init__()
+
+    def objective_hyperparameters(self, objective_cls: type[Objective]) -> dict[str, Any]:
+        names = {f.name for f in fields(objective_cls)}
+        return {name: getattr(self, name) for name in names if hasattr(self, name)}
+
+
+def completion_logps(model: torch.nn.Module, inputs: dict[str, torch.Tensor], *, entropy: bool = False) -> dict:
+    """Per-completion log-probs from one forward pass over a collated batch (padded or packed).
+
+    The model must carry TRL's fused LM head (``add_fused_lm_head``): it projects only the
+    positions whose next token is a completion token, in chunks, so full-vocabulary logits are
+    never materialised. Returns, for the N sequences of the batch in row-major (b, k) order:
+    ``logps_sum`` (N,), and per completion token ``token_logps`` (N, C) and ``token_mask`` (N, C)
+    (C = the longest completion), plus ``token_entropy`` (N, C) when asked.
+    """
+    input_ids, completion_mask = inputs["input_ids"], inputs["completion_mask"]
+    kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": False}
+    if "position_ids" in inputs:  # packed: attention_mask=None makes transformers build a block-diagonal mask
+        kwargs["position_ids"] = inputs["position_ids"]
+        seq_lens = inputs["seq_lens"]
+        token_seq = torch.repeat_interleave(torch.arange(len(seq_lens), device=input_ids.device), seq_lens)
+        target_seq = token_seq[1:].unsqueeze(0)
+        num_seqs = len(seq_lens)
+    else:
+        kwargs["attention_mask"] = inputs["attention_mask"]
+        num_seqs = input_ids.shape[0]
+        target_seq = torch.arange(num_seqs, device=input_ids.device).unsqueeze(1).expand(-1, input_ids.shape[1] - 1)
+    labels = input_ids.masked_fill(completion_mask == 0, -100)
+    out = model(**kwargs, labels=labels, fused_lm_head=True)
+    # log_probs[:, t] is log p(input_ids[:, t + 1]); a completion token never starts a packed sequence
+    # (prompts are non-empty), so shifting across sequence boundaries only ever meets masked labels.
+    target_mask = completion_mask[:, 1:].bool()
+    seq = target_seq[target_mask]
+    counts = torch.bincount(seq, minlength=num_seqs)
+    logps = out.log_probs[:, -target_mask.shape[1] :][target_mask]
+    logps_sum = logps.new_zeros(num_seqs).index_add(0, seq, logps)
+    starts = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(len(seq), device=seq.device) - starts[seq]
+    width = int(counts.max().item()) if num_seqs else 0
+
+    def per_token(values: torch.Tensor) -> torch.Tensor:
+        grid = values.new_zeros(num_seqs, width)
+        return grid.index_put((seq, pos), values)
+
+    result = {
+        "logps_sum": logps_sum,
+        "token_logps": per_token(logps),
+        "token_mask": torch.arange(width, device=seq.device) < counts.unsqueeze(1),
+        "token_counts": counts,
+    }
+    if entropy:
+        result["token_entropy"] = per_token(out.entropy[:, -target_mask.shape[1] :][target_mask])
+    return result
+
+
+def _to_groups(values: torch.Tensor, group_mask: torch.Tensor) -> torch.Tensor:
+    """Scatter per-sequence values (N, ...) into (B, K, ...) at the valid entries of ``group_mask``."""
+    shape = (*group_mask.shape, *values.shape[1:])
+    mask = group_mask.reshape(*group_mask.shape, *([1] * (values.dim() - 1))).expand(shape)
+    return values.new_zeros(shape).masked_scatter(mask, values)
+
+
+class PreferenceTrainer(Trainer):
+    """A ``transformers.Trainer`` that trains any registered objective on grouped completions.
+
+    Per batch: one concatenated forward over every completion (packed without padding by default),
+    log-probs gathered only at completion tokens, reference log-probs from the chosen strategy,
+    then ``objective(CompletionGroups) -> per-example loss``; the batch loss is their mean, divided
+    by the gradient-accumulation steps by the Trainer, so 8 micro-batches of 1 equal 1 batch of 8.
+    Metrics are per-example sums reduced across processes at logging time.
+
+    Subclasses set ``config_class`` and the default ``objective``; datasets may be raw (any format
+    :func:`align.data.prepare_preference_dataset` accepts) or already tokenized.
+    """
+
+    config_class: ClassVar[type[PreferenceConfig]] = PreferenceConfig
+
+    def __init__(
+        self,
+        model: PreTrainedModel | str,
+        args: PreferenceConfig | None = None,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        processing_class=None,
+        ref_model: PreTrainedModel | None = None,
+        peft_config=None,
+        callbacks=None,
+        optimizers=(None, None),
+    ):
+        args = args or self.config_class(output_dir="outputs/" + type(self).__name__.lower())
+        if isinstance(model, str):
+            model = AutoModelForCausalLM.from_pretrained(model)
+        if processing_class is None:
+            processing_class = AutoTokenizer.from_pretrained(model.config._name_or_path)
+        if processing_class.pad_token_id is None:
+            processing_class.pad_token = processing_class.eos_token
+
+        self.objective = self._build_objective(args)
+        req = self.objective.requirements
+        self._needs_entropy = "token_entropies" in req.token_values
+        self._needs_tokens = bool(set(req.token_values) & {"policy_token_logps", "ref_token_logps"})
+
+        self.reference = self._resolve_reference(args, peft_config is not None or _is_peft(model), ref_model)
+        if self.reference == "model" and ref_model is None:
+            ref_model = (
+                AutoModelForCausalLM.from_pretrained(args.ref_model_name_or_path, dtype=model.dtype)
+                if args.ref_model_name_or_path
+                else copy.deepcopy(model)
+            )
+        self.ref_model = ref_model if self.reference in ("model", "precomputed") else None
+        if self.ref_model is not None:
+            self.ref_model.eval().requires_grad_(False)
+
+        if args.disable_dropout:
+            disable_dropout_in_model(model)
+            if self.ref_model is not None:
+                disable_dropout_in_model(self.ref_model)
+        outputs = ("log_probs", "entropy") if self._needs_entropy else ("log_probs",)
+        add_fused_lm_head(model.get_base_model() if _is_peft(model) else model, outputs=outputs)
+        if self.ref_model is not None:
+            add_fused_lm_head(self.ref_model)
+        if peft_config is not None:
+            from peft import get_peft_model, prepare_model_for_kbit_training
+
+            if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+                model = prepare_model_for_kbit_training(model, args.gradient_checkpointing)
+            elif args.gradient_checkpointing:
+                model.enable_input_require_grads()
+            model = get_peft_model(model, peft_config)
+
+        kind = {GroupShape.SINGLE: "single", GroupShape.PAIR: "pair", GroupShape.LIST: "list"}[req.group]
+        with args.main_process_first(desc="preparing datasets"):
+            train_dataset = self._prepare(train_dataset, "train", kind, processing_class, args)
+            if isinstance(eval_dataset, dict):
+                eval_dataset = {k: self._prepare(v, f"eval/{k}", kind, processing_class, args) for k, v in eval_dataset.items()}
+            else:
+                eval_dataset = self._prepare(eval_dataset, "eval", kind, processing_class, args)
+
+        self._metrics: dict[str, dict[str, list[torch.Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=PreferenceCollator(processing_class.pad_token_id, padding_free=args.padding_free),
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        # Our loss is a per-example mean; let the Trainer divide it by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+
+        if self.reference == "precomputed":
+            self.train_dataset = self._precompute_reference(self.train_dataset, "train")
+            if isinstance(self.eval_dataset, dict):
+                self.eval_dataset = {k: self._precompute_reference(v, f"eval/{k}") for k, v in self.eval_dataset.items()}
+            elif self.eval_dataset is not None:
+                self.eval_dataset = self._precompute_reference(self.eval_dataset, "eval")
+            self.ref_model = None  # nothing but the columns is needed any more
+        elif self.ref_model is not None:
+            if self.is_deepspeed_enabled:
+                self.ref_model = prepare_deepspeed(self.ref_model, self.accelerator)
+            else:
+                self.ref_model = self.accelerator.prepare_model(self.ref_model, evaluation_mode=True)
+
+    # -- setup ---------------------------------------------------------------------------------------
+
+    def _build_objective(self, args: PreferenceConfig) -> Objective:
+        cls = type(get_objective(args.objective))
+        return get_objective(args.objective, **args.objective_hyperparameters(cls))
+
+    def _resolve_reference(self, args: PreferenceConfig, peft: bool, ref_model) -> str:
+        needs = self.objective.requirements.reference
+        choice = args.reference
+        if not needs:
+            if choice not in ("auto", "none"):
+                logger.warning("objective %r uses no reference; ignoring reference=%r", self.objective.name, choice)
+            return "none"
+        if choice == "none":
+            raise ValueError(f"objective {self.objective.name!r} needs reference log-probs; reference='none' gives none")
+        if choice == "auto":
+            return "adapter" if peft and ref_model is None and not args.ref_model_name_or_path else "model"
+        if choice == "adapter" and not peft:
+            raise ValueError("reference='adapter' needs a PEFT (LoRA) policy: pass peft_config or use reference='model'")
+        if choice == "precomputed" and "ref_token_logps" in self.objective.requirements.token_values:
+            raise ValueError(f"objective {self.objective.name!r} needs per-token reference log-probs; use reference='model'")
+        return choice
+
+    def _prepare(self, dataset, name: str, kind: str, tokenizer, args: PreferenceConfig):
+        if dataset is None:
+            return None
+        dataset, stats = prepare_preference_dataset(
+            dataset,
+            tokenizer,
+            kind=kind,
+            required_fields=[f for f in self.objective.requirements.fields if f in _FIELDS],
+            max_length=args.max_length,
+            max_prompt_length=args.max_prompt_length,
+            overlong=args.overlong,
+            num_proc=args.dataset_num_proc,
+            name=name,
+        )
+        logger.info("%s dataset: %s", name, stats)
+        return dataset
+
+    def _precompute_reference(self, dataset: Dataset, name: str) -> Dataset:
+        """Add a ``ref_logps`` column, computed once with the reference (the initial policy with the
+        adapter disabled, a given reference model, or the initial policy itself). Every process
+        computes its shard; the results are gathered so all processes hold the whole column."""
+        if "ref_logps" in dataset.column_names:
+            return dataset
+        loader = DataLoader(
+            dataset,
+            batch_size=self.args.precompute_ref_batch_size or self.args.per_device_eval_batch_size,
+            collate_fn=self.data_collator,
+            shuffle=False,
+        )
+        loader = self.accelerator.prepare(loader)
+        if self.ref_model is not None:
+            model = self.ref_model
+        else:
+            model = self.model
+        if self.is_deepspeed_enabled:
+            model = prepare_deepspeed(model, self.accelerator)
+        else:
+            model = model.to(self.accelerator.device)
+        was_training = model.training
+        model.eval()
+        values = []
+        with torch.no_grad():
+            for batch in loader:
+                logps = self._reference_forward(model, batch, adapter_off=_is_peft(self.model) and self.ref_model is None)
+                flat = _to_groups(logps["logps_sum"], batch["group_mask"])
+                values.append(self.accelerator.gather_for_metrics(flat).float().cpu())
+        model.train(was_training)
+        column = torch.cat(values).tolist()
+        logger.info("precomputed reference log-probs for %d %s rows", len(column), name)
+        return dataset.add_column("ref_logps", column)
+
+    # -- forward and loss ----------------------------------------------------------------------------
+
+    def _reference_forward(self, model, inputs, *, adapter_off: bool) -> dict:
+        context = contextlib.nullcontext()
+        if adapter_off:
+            context = use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None)
+        with torch.no_grad(), context, self.accelerator.autocast():
+            return completion_logps(model, inputs)
+
+    def completion_groups(self, model, inputs: dict[str, torch.Tensor]) -> CompletionGroups:
+        """Run the policy (and the reference) on a collated batch and build the objective's record."""
+        group_mask = inputs["group_mask"]
+        policy = completion_logps(model, inputs, entropy=self._needs_entropy)
+        record: dict[str, Any] = {
+            "policy_logps_sum": _to_groups(policy["logps_sum"], group_mask),
+            "token_counts": inputs["completion_token_counts"],
+            "mask": group_mask,
+        }
+        ref = None
+        if self.reference == "precomputed":
+            record["ref_logps_sum"] = inputs["ref_logps"].to(record["policy_logps_sum"].dtype)
+        elif self.reference == "model":
+            ref = self._reference_forward(self.ref_model, inputs, adapter_off=False)
+        elif self.reference == "adapter":
+            ref = self._reference_forward(self.model, inputs, adapter_off=True)
+        if ref is not None:
+            record["ref_logps_sum"] = _to_groups(ref["logps_sum"], group_mask)
+        if self._needs_tokens or self._needs_entropy:
+            record["token_mask"] = _to_groups(policy["token_mask"], group_mask)
+            record["policy_token_logps"] = _to_groups(policy["token_logps"], group_mask)
+            if ref is not None:
+                record["ref_token_logps"] = _to_groups(ref["token_logps"], group_mask)
+            if self._needs_entropy:
+                record["token_entropies"] = _to_groups(policy["token_entropy"], group_mask)
+        for name in _FIELDS:
+            if name in inputs:
+                record[name] = inputs[name]
+        return CompletionGroups(**record)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        groups = self.completion_groups(model, inputs)
+        out = self.objective(groups)
+        loss = out.loss.mean()
+        mode = "train" if self.model.training else "eval"
+        for name, values in out.metrics.items():
+            self._metrics[mode][name].append(values.float())
+        self._metrics[mode]["loss/objective"].append(out.loss.detach().float())
+        return (loss, out) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        metrics = self._reduce_metrics(self._metrics[mode])
+        self._metrics[mode].clear()
+        prefix = "eval_" if mode == "eval" else ""
+        logs.update({f"{prefix}{key}": value for key, value in metrics.items()})
+        super().log(logs, start_time)
+
+    def _reduce_metrics(self, buffers: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+        """Mean of every per-example metric over all processes, NaN entries (not applicable) skipped."""
+        names = sorted(buffers)
+        if not names:
+            return {}
+        values = [torch.cat(buffers[name]) for name in names]
+        sums = torch.stack([v.nansum() for v in values])
+        counts = torch.stack([(~v.isnan()).sum().float() for v in values])
+        totals = self.accelerator.reduce(torch.cat([sums, counts]).to(self.accelerator.device), reduction="sum")
+        sums, counts = totals.cpu().chunk(2)
+        return {name: (s / c).item() for name, s, c in zip(names, sums, counts) if c > 0}
+
+
+def _is_peft(model) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)

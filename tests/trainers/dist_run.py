@@ -1,0 +1,36 @@
+"""Train the tiny model for two steps and write the log history as JSON; run under
+`accelerate launch` with 1 or 2 processes. Usage: dist_run.py MODEL_DIR REF_DIR OUT_JSON PER_DEVICE_BATCH
+
+The reference is loaded from its own folder (not perturbed in place) so that it also loads
+correctly under ZeRO-3, where from_pretrained partitions parameters as it loads them."""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for `tests.*`
+
+from tests.trainers.common import pair_dataset  # noqa: E402
+from tests.trainers.test_base import load  # noqa: E402
+
+from align.trainers import RPOConfig, RPOTrainer  # noqa: E402
+
+
+def main():
+    model_dir, ref_dir, out, per_device = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+    args = RPOConfig(
+        output_dir=str(out.parent / "run"), per_device_train_batch_size=per_device, max_steps=2,
+        learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to="none", max_length=128,
+        seed=0, disable_tqdm=True, optim="sgd", lr_scheduler_type="constant",
+    )  # fmt: skip
+    model, tok = load(model_dir)
+    ref, _ = load(ref_dir)
+    trainer = RPOTrainer(model, args, pair_dataset(8), None, tok, ref_model=ref)
+    trainer.train()
+    if trainer.accelerator.is_main_process:
+        world = trainer.accelerator.num_processes
+        out.write_text(json.dumps({"world_size": world, "log_history": trainer.state.log_history}))
+
+
+if __name__ == "__main__":
+    main()
