@@ -6,7 +6,7 @@ import os
 
 import torch
 
-__all__ = ["configure_cpu_distributed"]
+__all__ = ["configure_cpu_distributed", "configure_cpu_threads"]
 
 
 def _env_true(name: str) -> bool:
@@ -33,3 +33,23 @@ def configure_cpu_distributed() -> bool:
 
     PartialState(backend="gloo")
     return True
+
+
+def configure_cpu_threads() -> int | None:
+    """Use every available core in a single-process CPU run started by ``accelerate launch``;
+    return the thread count when it changed it.
+
+    Why: unless ``--cpu`` is passed, ``accelerate launch`` exports ``OMP_NUM_THREADS=1`` for its
+    child (a sensible default for several processes per machine), which halves the speed of a
+    lone CPU process on a 2-core machine. Several processes, GPUs, or a thread count other than
+    1 are left alone.
+    """
+    launched_by_accelerate = "ACCELERATE_MIXED_PRECISION" in os.environ
+    single = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    if torch.cuda.is_available() or not (launched_by_accelerate and single) or os.environ.get("OMP_NUM_THREADS") != "1":
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores <= 1 or torch.get_num_threads() != 1:
+        return None
+    torch.set_num_threads(cores)
+    return cores

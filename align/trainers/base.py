@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from accelerate.utils import broadcast_object_list
 from datasets import Dataset
+from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainingArguments
 from trl.models import prepare_deepspeed
-from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model, use_adapter
+from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model, hash_module, use_adapter
 
 from align.data import PreferenceCollator, prepare_preference_dataset
-from align.distributed import configure_cpu_distributed
+from align.distributed import configure_cpu_distributed, configure_cpu_threads
 from align.objectives import CompletionGroups, GroupShape, Objective, get_objective
 
 logger = logging.getLogger(__name__)
@@ -68,6 +73,13 @@ class PreferenceConfig(TrainingArguments):
             raise ValueError(f"reference must be one of {REFERENCE_STRATEGIES}, got {self.reference!r}")
         if self.overlong not in ("drop", "error"):
             raise ValueError(f"overlong must be 'drop' or 'error', got {self.overlong!r}")
+        if self.bf16 and not torch.cuda.is_available() and not os.environ.get("ACCELERATE_USE_DEEPSPEED"):
+            # transformers accepts bf16 autocast on CPU only with use_cpu; set it here so one YAML
+            # serves GPUs (where use_cpu would be wrong) and CPU-only machines alike.
+            self.use_cpu = True
+        threads = configure_cpu_threads()
+        if threads:
+            logger.info("single CPU process under accelerate launch: using %d threads, not 1", threads)
         if configure_cpu_distributed():
             accelerator_config = self.accelerator_config
             if accelerator_config is None:
@@ -286,9 +298,18 @@ class PreferenceTrainer(Trainer):
     def _precompute_reference(self, dataset: Dataset, name: str) -> Dataset:
         """Add a ``ref_logps`` column, computed once with the reference (the initial policy with the
         adapter disabled, a given reference model, or the initial policy itself). Every process
-        computes its shard; the results are gathered so all processes hold the whole column."""
+        computes its shard; the results are gathered so all processes hold the whole column.
+
+        The column is cached under ``output_dir/ref_logps/`` by the dataset's fingerprint and a hash
+        of the reference weights, so a resumed or repeated run does not recompute it."""
         if "ref_logps" in dataset.column_names:
             return dataset
+        key = [Hasher.hash((dataset._fingerprint, hash_module(self.ref_model or self.model)))]
+        broadcast_object_list(key, from_process=0)  # ZeRO-3 shards differ per rank; use rank 0's key
+        cache = Path(self.args.output_dir) / "ref_logps" / f"{key[0]}.json"
+        if cache.exists():
+            logger.info("reusing precomputed reference log-probs for %s from %s", name, cache)
+            return dataset.add_column("ref_logps", json.loads(cache.read_text()))
         loader = DataLoader(
             dataset,
             batch_size=self.args.precompute_ref_batch_size or self.args.per_device_eval_batch_size,
@@ -315,6 +336,11 @@ class PreferenceTrainer(Trainer):
         model.train(was_training)
         column = torch.cat(values).tolist()
         logger.info("precomputed reference log-probs for %d %s rows", len(column), name)
+        if self.accelerator.is_main_process:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache.with_suffix(".tmp")
+            partial.write_text(json.dumps(column))
+            os.replace(partial, cache)  # never a half-written cache
         return dataset.add_column("ref_logps", column)
 
     # -- forward and loss ----------------------------------------------------------------------------

@@ -30,6 +30,7 @@ def main():
     if trainer.accelerator.is_main_process:
         world = trainer.accelerator.num_processes
         out.write_text(json.dumps({"world_size": world, "log_history": trainer.state.log_history}))
+    trainer.accelerator.end_training()  # tear the process group down before exit, not during it
 
 
 if __name__ == "__main__":

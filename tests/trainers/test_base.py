@@ -164,3 +164,19 @@ def test_reference_none_is_refused_for_dpo(tiny_model_dir, tmp_path):
     model, tok = load(tiny_model_dir)
     with pytest.raises(ValueError, match="needs reference log-probs"):
         RPOTrainer(model, config(tmp_path, reference="none"), pair_dataset(), None, tok)
+
+
+def test_precomputed_reference_is_cached_and_reused(tiny_model_dir, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="align.trainers.base")
+    data = pair_dataset()
+    columns = []
+    for _ in range(2):
+        model, tok = load(tiny_model_dir)
+        ref, _ = load(tiny_model_dir, seed_offset=7)
+        trainer = RPOTrainer(model, config(tmp_path, reference="precomputed"), data, None, tok, ref_model=ref)
+        columns.append(trainer.train_dataset["ref_logps"])
+    assert len(list((tmp_path / "out" / "ref_logps").glob("*.json"))) == 1
+    assert columns[0] == columns[1]
+    assert "reusing precomputed reference log-probs" in caplog.text

@@ -5,6 +5,7 @@ were synchronised) must equal a single-process run on the same global batch of 8
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,10 +32,18 @@ def models(tmp_path_factory):
     return build_tiny_model_dir(root / "policy", seed=0), build_tiny_model_dir(root / "ref", seed=1)
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def launch(models, tmp_path, launch_args, per_device_batch):
+    """Run dist_run.py under accelerate; each launch gets its own rendezvous port, so a previous
+    launch still releasing the default one cannot collide with it."""
     out = tmp_path / "history.json"
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch_args, "--mixed_precision", "no",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch_args, "--mixed_precision", "no", "--main_process_port", str(free_port()),
            str(SCRIPT), str(models[0]), str(models[1]), str(out), str(per_device_batch)]  # fmt: skip
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-5000:]
