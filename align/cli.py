@@ -1,0 +1,53 @@
+"""Command-line plumbing shared by the recipes: YAML config + command-line overrides."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers.trainer_utils import get_last_checkpoint
+from trl import ModelConfig, TrlParser
+
+__all__ = ["DataArguments", "last_checkpoint", "parse_recipe_args"]
+
+
+@dataclass
+class DataArguments:
+    """Where a recipe's data comes from."""
+
+    dataset: str = field(
+        default="builtin:gsm8k_pairs",
+        metadata={"help": "Hub id, local JSONL/JSON/Parquet file or folder, or a builtin:<name> dataset."},
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split of a hub dataset."})
+    eval_dataset: str | None = field(default=None, metadata={"help": "Evaluation data (same forms as dataset)."})
+    eval_split: str = field(default="test", metadata={"help": "Split of a hub evaluation dataset."})
+    num_eval: int = field(
+        default=0, metadata={"help": "Without eval_dataset: hold back this many training rows for evaluation."}
+    )
+    max_train_examples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+
+
+def parse_recipe_args(config_cls, default_config: str | Path, argv: list[str] | None = None):
+    """Parse ``(DataArguments, config_cls, ModelConfig)`` from a YAML file and the command line.
+
+    Without ``--config`` the recipe's own YAML is used, so ``accelerate launch recipes/rpo.py`` runs
+    the documented default; every field can still be overridden (``--max_steps 5``). ``--config``
+    with another file replaces the default file.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--config" not in argv:
+        argv = ["--config", str(default_config), *argv]
+    parser = TrlParser((DataArguments, config_cls, ModelConfig))
+    return parser.parse_args_and_config(argv)
+
+
+def last_checkpoint(output_dir: str, resume: str | bool | None) -> str | None:
+    """The checkpoint to resume from: an explicit path, or the newest complete one in ``output_dir``
+    (unless ``resume`` is False), so re-running a killed command continues where it stopped."""
+    if isinstance(resume, str) and resume not in ("", "true", "True", "false", "False"):
+        return resume
+    if resume in (False, "false", "False") or not Path(output_dir).is_dir():
+        return None
+    return get_last_checkpoint(output_dir)
