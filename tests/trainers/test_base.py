@@ -180,3 +180,28 @@ def test_precomputed_reference_is_cached_and_reused(tiny_model_dir, tmp_path, ca
     assert len(list((tmp_path / "out" / "ref_logps").glob("*.json"))) == 1
     assert columns[0] == columns[1]
     assert "reusing precomputed reference log-probs" in caplog.text
+
+
+def test_packed_path_matches_trl_fused_head_per_token(tiny_model_dir):
+    """The packed path (LM head at completion positions only, chunked log-softmax) and the padded
+    path (TRL's fused LM head) give the same per-token log-probs, entropies, sums and gradients."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    from align.data import PreferenceCollator, prepare_preference_dataset
+    from align.trainers import completion_logps
+
+    model, tok = load(tiny_model_dir)
+    add_fused_lm_head(model, outputs=("log_probs", "entropy"))
+    rows, _ = prepare_preference_dataset(pair_dataset(6), tok, kind="pair", max_length=128)
+    results = {}
+    for packed in (True, False):
+        model.zero_grad()
+        batch = PreferenceCollator(tok.pad_token_id, padding_free=packed)(list(rows))
+        out = completion_logps(model, batch, entropy=True)
+        out["logps_sum"].sum().backward()
+        results[packed] = (out, model.lm_head.weight.grad.clone())
+    (packed, grad_packed), (padded, grad_padded) = results[True], results[False]
+    for key in ("logps_sum", "token_logps", "token_entropy"):
+        torch.testing.assert_close(packed[key], padded[key], rtol=1e-5, atol=1e-5, msg=key)
+    assert torch.equal(packed["token_mask"], padded["token_mask"])
+    torch.testing.assert_close(grad_packed, grad_padded, rtol=1e-4, atol=1e-6)
