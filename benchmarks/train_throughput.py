@@ -1,0 +1,328 @@
+"""Training throughput and memory: align's RPOTrainer (α = 0, i.e. DPO) against TRL's DPOTrainer.
+
+    python benchmarks/train_throughput.py                       # ~40M Llama-shaped model, CPU, ~10 min
+    python benchmarks/train_throughput.py --model smollm2 --reps 2 --variants separate
+    python benchmarks/train_throughput.py --model qwen0.5b --dtype bf16 --max_length 1024   # on a GPU
+
+Both trainers get the same randomly initialised model (seeded), the same preference pairs, the
+same batch size, optimizer and steps. Each trial runs in a fresh subprocess (so peak memory is
+its own), alternating ours/TRL after one warm-up trial each; each trial times the steps after
+its own warm-up steps. Reported: medians over trials of trained tokens/s (prompt + completion
+tokens of every sequence actually fed to the model, padding excluded), seconds/step and peak
+resident memory, the ratios ours/TRL, and the achieved FLOP/s as a fraction of this machine's
+measured matmul throughput on the model's GEMM shapes.
+
+FLOPs per trained token: 6·N for the policy (forward + backward; LoRA: 4·N, no weight
+gradients), 2·N for a reference forward (0 when precomputed), plus causal attention
+2·L·d·s per token forward (×3 with backward) for a sequence of s tokens. N counts the
+non-embedding parameters plus the LM head.
+
+Writes ``benchmarks/results/train_throughput.{json,md}`` (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = {
+    # ~40M parameters, Llama-shaped, SmolLM2's vocabulary (the default)
+    "llama40m": dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4),
+    "smollm2": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3),
+    "qwen0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, vocab_size=151936),
+}  # fmt: skip
+VARIANTS = ("separate", "precomputed", "lora")
+
+
+# -- data ----------------------------------------------------------------------------------------------
+
+
+def word_vocabulary(tokenizer, size: int = 4000) -> list[str]:
+    """Words that are single tokens with a leading space (byte-level BPE 'Ġword'), so text built
+    from them tokenizes to exactly one token per word whether prompt and completion are
+    tokenized together (TRL) or apart (align): both trainers then see identical token ids."""
+    words = []
+    for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
+        if token.startswith("Ġ") and token[1:].isalpha() and len(token) > 2:
+            word = " " + token[1:]
+            if tokenizer(word, add_special_tokens=False)["input_ids"] == [tokenizer.convert_tokens_to_ids(token)]:
+                words.append(word)
+        if len(words) >= size:
+            break
+    return words
+
+
+def long_tailed_pairs(tokenizer, n: int, seed: int, max_length: int) -> list[dict]:
+    """Pairs with log-normal prompt and completion lengths (medians 48 and 96 tokens, long right
+    tails), clipped so every pair fits max_length."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    words = word_vocabulary(tokenizer)
+
+    def text(length):
+        return "".join(rng.choice(words, size=int(length)))
+
+    rows = []
+    for _ in range(n):
+        prompt = int(np.clip(rng.lognormal(np.log(48), 0.7), 4, max_length // 3))
+        room = max_length - prompt - 1  # one token for the eos both trainers append
+        chosen, rejected = (int(np.clip(rng.lognormal(np.log(96), 0.8), 2, room)) for _ in range(2))
+        rows.append({"prompt": text(prompt), "chosen": text(chosen), "rejected": text(rejected)})
+    return rows
+
+
+# -- one trial (runs in its own process) -----------------------------------------------------------------
+
+
+def flops_per_token(config, lora: bool, reference: bool) -> float:
+    h, layers = config.hidden_size, config.num_hidden_layers
+    kv = config.num_key_value_heads * (h // config.num_attention_heads)
+    per_layer = 2 * h * h + 2 * h * kv + 3 * h * config.intermediate_size
+    n = layers * per_layer + h * config.vocab_size  # non-embedding parameters + LM head
+    return (4 if lora else 6) * n + (2 * n if reference else 0)
+
+
+def run_trial(args) -> dict:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, TrainerCallback
+
+    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from align.models import resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("builtin:smollm2-135m-instruct"))
+    shape = dict(MODELS[args.model])
+    shape.setdefault("vocab_size", len(tokenizer))
+    config = LlamaConfig(**shape, max_position_embeddings=4096, tie_word_embeddings=True,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    model = LlamaForCausalLM(config)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    model.to(dtype)
+    from datasets import Dataset
+
+    steps = args.warmup_steps + args.steps
+    data = Dataset.from_list(long_tailed_pairs(tokenizer, steps * args.batch_size, args.seed, args.max_length))
+    peft_config = None
+    if args.variant == "lora":
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+    common = dict(
+        output_dir=str(Path(args.tmp) / f"{args.trainer}"), per_device_train_batch_size=args.batch_size,
+        max_steps=steps, learning_rate=1e-5, logging_steps=10**6, save_strategy="no", report_to="none",
+        disable_tqdm=True, seed=args.seed, max_length=args.max_length, beta=0.1, bf16=False,
+        dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
+    )  # fmt: skip
+    precompute = args.variant == "precomputed"
+    # The same frozen copy for both trainers (TRL cannot rebuild one from a config-built model);
+    # LoRA needs none (the adapter is disabled) and precomputing uses it once.
+    ref_model = None if args.variant == "lora" else copy.deepcopy(model)
+    times, tokens = [], []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *_, **__):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.start = time.perf_counter()
+
+        def on_step_end(self, *_, **__):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - self.start)
+
+    def count(inputs):
+        mask = inputs.get("attention_mask")
+        tokens.append(int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel()))
+
+    if args.trainer == "align":
+        from align.trainers import RPOConfig, RPOTrainer
+
+        class Counting(RPOTrainer):
+            def training_step(self, model, inputs, *rest, **kw):
+                count(inputs)
+                return super().training_step(model, inputs, *rest, **kw)
+
+        cfg = RPOConfig(**common, alpha=0.0, padding_free=args.padding_free,
+                        reference="precomputed" if precompute else "auto")  # fmt: skip
+        trainer = Counting(model, cfg, data, None, tokenizer, ref_model=ref_model, peft_config=peft_config, callbacks=[Timer()])
+    else:
+        from trl import DPOConfig, DPOTrainer
+
+        class Counting(DPOTrainer):
+            def training_step(self, model, inputs, *rest, **kw):
+                count(inputs)
+                return super().training_step(model, inputs, *rest, **kw)
+
+        cfg = DPOConfig(**common, loss_type=["sigmoid"], precompute_ref_log_probs=precompute)
+        trainer = Counting(model=model, ref_model=ref_model, args=cfg, train_dataset=data, processing_class=tokenizer,
+                           peft_config=peft_config, callbacks=[Timer()])  # fmt: skip
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    trainer.train()
+    measured_t, measured_tok = times[args.warmup_steps :], tokens[args.warmup_steps :]
+    peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {
+        "trainer": args.trainer,
+        "variant": args.variant,
+        "seconds_per_step": statistics.median(measured_t),
+        "tokens_per_second": sum(measured_tok) / sum(measured_t),
+        "tokens_per_step": statistics.mean(measured_tok),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_train_mib": rss_before / 1024,
+        "peak_gpu_mib": peak_gpu,
+        "flops_per_token": flops_per_token(config, lora=args.variant == "lora", reference=not precompute),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+# -- machine limit -----------------------------------------------------------------------------------
+
+
+def matmul_peak(model: str, dtype: str, tokens: int = 2048, repeats: int = 5) -> dict:
+    """FLOP/s of this machine's matmul on the model's GEMM shapes (tokens × in × out)."""
+    import torch
+
+    shape = MODELS[model]
+    h, inter, vocab = shape["hidden_size"], shape["intermediate_size"], shape.get("vocab_size", 49152)
+    dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    results, total_flops, total_time = {}, 0.0, 0.0
+    for name, (k, n) in {"attn": (h, h), "mlp": (h, inter), "lm_head": (h, vocab)}.items():
+        a = torch.randn(tokens, k, dtype=dt, device=device)
+        b = torch.randn(k, n, dtype=dt, device=device)
+        a @ b
+        best = float("inf")
+        for _ in range(repeats):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            a @ b
+            if device == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - start)
+        flops = 2 * tokens * k * n
+        results[name] = flops / best
+        # weight each shape by its share of a layer's FLOPs (the attention projections count 4×)
+        weight = {"attn": 4 * shape["num_hidden_layers"], "mlp": 3 * shape["num_hidden_layers"], "lm_head": 1}[name]
+        total_flops += weight * flops
+        total_time += weight * best
+    results["model_mix"] = total_flops / total_time
+    return results
+
+
+# -- driver ----------------------------------------------------------------------------------------------
+
+
+def trial(args, trainer: str, variant: str) -> dict:
+    cmd = [sys.executable, __file__, "--trial", "--trainer", trainer, "--variant", variant]
+    for key in ("model", "dtype", "batch_size", "max_length", "steps", "warmup_steps", "seed", "threads", "tmp"):
+        value = getattr(args, key)
+        if value is not None:
+            cmd += [f"--{key}", str(value)]
+    if not args.padding_free:
+        cmd.append("--padded")
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if out.returncode != 0:
+        raise RuntimeError(f"trial {trainer}/{variant} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def summarize(trials: list[dict], peak: dict) -> list[dict]:
+    rows = []
+    for variant in dict.fromkeys(t["variant"] for t in trials):
+        med = {}
+        for trainer in ("align", "trl"):
+            mine = [t for t in trials if t["variant"] == variant and t["trainer"] == trainer]
+            med[trainer] = {k: statistics.median(t[k] for t in mine) for k in ("tokens_per_second", "seconds_per_step", "peak_rss_mib")}
+            med[trainer]["mfu"] = med[trainer]["tokens_per_second"] * mine[0]["flops_per_token"] / peak["model_mix"]
+        rows.append({
+            "variant": variant,
+            **{f"{tr}_{k}": v for tr in med for k, v in med[tr].items()},
+            "speed_ratio": med["align"]["tokens_per_second"] / med["trl"]["tokens_per_second"],
+            "memory_ratio": med["align"]["peak_rss_mib"] / med["trl"]["peak_rss_mib"],
+        })  # fmt: skip
+    return rows
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = [
+        f"Model `{meta['model']}` ({meta['parameters'] / 1e6:.1f}M parameters, {meta['dtype']}), batch {meta['batch_size']} "
+        f"pairs, long-tailed lengths (max {meta['max_length']}), {meta['steps']} timed steps after {meta['warmup_steps']} "
+        f"warm-up, median of {meta['reps']} alternating trials; {meta['machine']}; matmul peak on the model's GEMM mix "
+        f"{meta['matmul_peak']['model_mix'] / 1e9:.0f} GFLOP/s.",
+        "",
+        "| reference | align tokens/s | TRL tokens/s | speed ×TRL | align s/step | TRL s/step | align peak RSS MiB | TRL peak RSS MiB | memory ×TRL | align % of matmul peak | TRL % of matmul peak |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} | {r['align_tokens_per_second']:.0f} | {r['trl_tokens_per_second']:.0f} | {r['speed_ratio']:.2f} | "
+            f"{r['align_seconds_per_step']:.2f} | {r['trl_seconds_per_step']:.2f} | {r['align_peak_rss_mib']:.0f} | "
+            f"{r['trl_peak_rss_mib']:.0f} | {r['memory_ratio']:.2f} | {100 * r['align_mfu']:.0f}% | {100 * r['trl_mfu']:.0f}% |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(MODELS), default="llama40m")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--batch_size", type=int, default=4, help="pairs per step")
+    parser.add_argument("--max_length", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per trial")
+    parser.add_argument("--warmup_steps", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=2, help="timed trials per trainer and variant")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--padded", dest="padding_free", action="store_false", help="align: padded layout")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_throughput"))
+    parser.add_argument("--tmp", default="/tmp/align-bench")
+    parser.add_argument("--trial", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--trainer", choices=["align", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.trial:
+        print(json.dumps(run_trial(args)))
+        return
+
+    peak = matmul_peak(args.model, args.dtype)
+    trials = []
+    for variant in args.variants.split(","):
+        for rep in range(args.reps + 1):  # the first round is a warm-up (caches, compiled ops)
+            for trainer in ("align", "trl"):
+                result = trial(args, trainer, variant)
+                print(f"{variant:11s} {trainer:5s} rep {rep}: {result['tokens_per_second']:.0f} tok/s, "
+                      f"{result['seconds_per_step']:.2f} s/step, {result['peak_rss_mib']:.0f} MiB", flush=True)  # fmt: skip
+                if rep > 0:
+                    trials.append(result)
+    import torch
+
+    machine = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        machine = torch.cuda.get_device_name()
+    meta = {**{k: getattr(args, k) for k in ("model", "dtype", "batch_size", "max_length", "steps", "warmup_steps", "reps")},
+            "parameters": trials[0]["parameters"], "machine": machine, "matmul_peak": peak,
+            "padding_free": args.padding_free, "command": " ".join(sys.argv)}  # fmt: skip
+    rows = summarize(trials, peak)
+    table = markdown(rows, meta)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "trials": trials}, indent=2))
+    out.with_suffix(".md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
