@@ -1,6 +1,6 @@
 """Training throughput and memory: align's RPOTrainer (α = 0, i.e. DPO) against TRL's DPOTrainer.
 
-    python benchmarks/train_throughput.py                       # ~40M Llama-shaped model, CPU, ~10 min
+    python benchmarks/train_throughput.py                       # ~43M Llama-shaped model, CPU, ~13 min
     python benchmarks/train_throughput.py --model smollm2 --reps 2 --variants separate
     python benchmarks/train_throughput.py --model qwen0.5b --dtype bf16 --max_length 1024   # on a GPU
 
@@ -36,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {
-    # ~40M parameters, Llama-shaped, SmolLM2's vocabulary (the default)
+    # ~43M parameters, Llama-shaped, SmolLM2's vocabulary (the default)
     "llama40m": dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4),
     "smollm2": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3),
     "qwen0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, vocab_size=151936),
@@ -283,6 +283,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="timed steps per trial")
     parser.add_argument("--warmup_steps", type=int, default=2)
     parser.add_argument("--reps", type=int, default=2, help="timed trials per trainer and variant")
+    parser.add_argument("--warmup_trials", type=int, default=0,
+                        help="untimed rounds first (each trial already warms up for --warmup_steps)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--padded", dest="padding_free", action="store_false", help="align: padded layout")
     parser.add_argument("--seed", type=int, default=0)
@@ -300,12 +302,12 @@ def main() -> None:
     peak = matmul_peak(args.model, args.dtype)
     trials = []
     for variant in args.variants.split(","):
-        for rep in range(args.reps + 1):  # the first round is a warm-up (caches, compiled ops)
+        for rep in range(args.warmup_trials + args.reps):  # warm-up rounds are run, printed, not counted
             for trainer in ("align", "trl"):
                 result = trial(args, trainer, variant)
                 print(f"{variant:11s} {trainer:5s} rep {rep}: {result['tokens_per_second']:.0f} tok/s, "
                       f"{result['seconds_per_step']:.2f} s/step, {result['peak_rss_mib']:.0f} MiB", flush=True)  # fmt: skip
-                if rep > 0:
+                if rep >= args.warmup_trials:
                     trials.append(result)
     import torch
 
