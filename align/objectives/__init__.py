@@ -13,6 +13,7 @@ from align.objectives.base import (
     Requirements,
     available_objectives,
     get_objective,
+    objective_class,
     reduce_metrics,
     register_objective,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "aggregate_step_rewards",
     "available_objectives",
     "get_objective",
+    "objective_class",
     "process_rewards",
     "reduce_metrics",
     "register_objective",

@@ -35,6 +35,7 @@ __all__ = [
     "Requirements",
     "available_objectives",
     "get_objective",
+    "objective_class",
     "reduce_metrics",
     "register_objective",
 ]
@@ -300,15 +301,20 @@ def available_objectives() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def objective_class(name: str) -> type[Objective]:
+    """The class registered as ``name``; an unknown name fails with the list of known ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown objective {name!r}; known objectives: {', '.join(available_objectives())}") from None
+
+
 def get_objective(name: str, **hyperparameters: object) -> Objective:
     """Build the objective registered as ``name`` with the given hyperparameters.
 
     Unknown names and unknown hyperparameters fail with the list of valid ones.
     """
-    try:
-        cls = _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown objective {name!r}; known objectives: {', '.join(available_objectives())}") from None
+    cls = objective_class(name)
     known = [f.name for f in fields(cls)] if hasattr(cls, "__dataclass_fields__") else []
     unknown = sorted(set(hyperparameters) - set(known))
     if unknown:

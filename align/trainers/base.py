@@ -22,16 +22,18 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, T
 from trl.models import prepare_deepspeed
 from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model, hash_module, use_adapter
 
-from align.data import PreferenceCollator, prepare_preference_dataset
+from align.data import PER_COMPLETION_FIELDS, PER_EXAMPLE_FIELDS, PreferenceCollator, prepare_preference_dataset
 from align.distributed import configure_cpu_distributed, configure_cpu_threads
-from align.objectives import CompletionGroups, GroupShape, Objective, get_objective
+from align.objectives import CompletionGroups, GroupShape, Objective, get_objective, objective_class
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["PreferenceConfig", "PreferenceTrainer", "completion_logps"]
 
 REFERENCE_STRATEGIES = ("auto", "model", "adapter", "precomputed", "none")
-_FIELDS = ("labels", "scores", "win_rates", "returns", "pair_prob")
+# Per-completion and per-example columns the collator passes through to the objective's record
+# (reference log-probs are handled by the reference strategy, not passed as a field).
+_FIELDS = tuple(f for f in (*PER_COMPLETION_FIELDS, *PER_EXAMPLE_FIELDS) if f != "ref_logps")
 
 
 @dataclass
@@ -289,7 +291,7 @@ class PreferenceTrainer(Trainer):
     # -- setup ---------------------------------------------------------------------------------------
 
     def _build_objective(self, args: PreferenceConfig) -> Objective:
-        cls = type(get_objective(args.objective))
+        cls = objective_class(args.objective)
         return get_objective(args.objective, **args.objective_hyperparameters(cls))
 
     def _resolve_reference(self, args: PreferenceConfig, peft: bool, ref_model) -> str:
