@@ -24,7 +24,7 @@ from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model, hash_
 
 from align.data import PER_COMPLETION_FIELDS, PER_EXAMPLE_FIELDS, PreferenceCollator, prepare_preference_dataset
 from align.distributed import configure_cpu_distributed, configure_cpu_threads
-from align.objectives import CompletionGroups, GroupShape, Objective, get_objective, objective_class
+from align.objectives import CompletionGroups, Objective, get_objective, objective_class
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ class PreferenceTrainer(Trainer):
                 model.enable_input_require_grads()
             model = get_peft_model(model, peft_config)
 
-        kind = {GroupShape.SINGLE: "single", GroupShape.PAIR: "pair", GroupShape.LIST: "list"}[req.group]
+        kind = req.group.value  # "single" | "pair" | "list", the data layer's kinds
         with args.main_process_first(desc="preparing datasets"):
             train_dataset = self._prepare(train_dataset, "train", kind, processing_class, args)
             if isinstance(eval_dataset, dict):
@@ -276,11 +276,22 @@ class PreferenceTrainer(Trainer):
         self.loss_is_scaled_for_ga = False
 
         if self.reference == "precomputed":
-            self.train_dataset = self._precompute_reference(self.train_dataset, "train")
+            # One model (one DeepSpeed engine) and one weight hash serve every dataset.
+            source = self.ref_model if self.ref_model is not None else self.model
+            model_hash = hash_module(source)
+            if self.is_deepspeed_enabled:
+                engine = prepare_deepspeed(source, self.accelerator)
+            else:
+                engine = source.to(self.accelerator.device)
+
+            def precompute(dataset, name):
+                return self._precompute_reference(dataset, name, engine, model_hash)
+
+            self.train_dataset = precompute(self.train_dataset, "train")
             if isinstance(self.eval_dataset, dict):
-                self.eval_dataset = {k: self._precompute_reference(v, f"eval/{k}") for k, v in self.eval_dataset.items()}
+                self.eval_dataset = {k: precompute(v, f"eval/{k}") for k, v in self.eval_dataset.items()}
             elif self.eval_dataset is not None:
-                self.eval_dataset = self._precompute_reference(self.eval_dataset, "eval")
+                self.eval_dataset = precompute(self.eval_dataset, "eval")
             self.ref_model = None  # nothing but the columns is needed any more
         elif self.ref_model is not None:
             if self.is_deepspeed_enabled:
@@ -328,16 +339,18 @@ class PreferenceTrainer(Trainer):
         logger.info("%s dataset: %s", name, stats)
         return dataset
 
-    def _precompute_reference(self, dataset: Dataset, name: str) -> Dataset:
+    def _precompute_reference(self, dataset: Dataset, name: str, model, model_hash: str) -> Dataset:
         """Add a ``ref_logps`` column, computed once with the reference (the initial policy with the
         adapter disabled, a given reference model, or the initial policy itself). Every process
         computes its shard; the results are gathered so all processes hold the whole column.
 
-        The column is cached under ``output_dir/ref_logps/`` by the dataset's fingerprint and a hash
-        of the reference weights, so a resumed or repeated run does not recompute it."""
+        ``model`` is the prepared reference (an inference engine under DeepSpeed) and ``model_hash``
+        the hash of its weights, both made once for all datasets. The column is cached under
+        ``output_dir/ref_logps/`` by the dataset's fingerprint and that hash, so a resumed or
+        repeated run does not recompute it."""
         if "ref_logps" in dataset.column_names:
             return dataset
-        key = [Hasher.hash((dataset._fingerprint, hash_module(self.ref_model or self.model)))]
+        key = [Hasher.hash((dataset._fingerprint, model_hash))]
         broadcast_object_list(key, from_process=0)  # ZeRO-3 shards differ per rank; use rank 0's key
         cache = Path(self.args.output_dir) / "ref_logps" / f"{key[0]}.json"
         if cache.exists():
@@ -350,14 +363,6 @@ class PreferenceTrainer(Trainer):
             shuffle=False,
         )
         loader = self.accelerator.prepare(loader)
-        if self.ref_model is not None:
-            model = self.ref_model
-        else:
-            model = self.model
-        if self.is_deepspeed_enabled:
-            model = prepare_deepspeed(model, self.accelerator)
-        else:
-            model = model.to(self.accelerator.device)
         was_training = model.training
         model.eval()
         values = []
