@@ -6,7 +6,7 @@ import os
 
 import torch
 
-__all__ = ["configure_cpu_distributed", "configure_cpu_threads"]
+__all__ = ["configure_cpu_distributed", "configure_cpu_threads", "finish_distributed"]
 
 
 def _env_true(name: str) -> bool:
@@ -53,3 +53,13 @@ def configure_cpu_threads() -> int | None:
         return None
     torch.set_num_threads(cores)
     return cores
+
+
+def finish_distributed(accelerator) -> None:
+    """End a run's processes together: a barrier, then the process group torn down explicitly.
+
+    Left to interpreter exit, or destroyed by one rank while another is still writing its files,
+    gloo under DeepSpeed can abort ("terminate called without an active exception") after the
+    work is done, turning a finished run into a failed exit code."""
+    accelerator.wait_for_everyone()
+    accelerator.end_training()

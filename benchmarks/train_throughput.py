@@ -12,10 +12,12 @@ tokens of every sequence actually fed to the model, padding excluded), seconds/s
 resident memory, the ratios ours/TRL, and the achieved FLOP/s as a fraction of this machine's
 measured matmul throughput on the model's GEMM shapes.
 
-FLOPs per trained token: 6·N for the policy (forward + backward; LoRA: 4·N, no weight
-gradients), 2·N for a reference forward (0 when precomputed), plus causal attention
-2·L·d·s per token forward (×3 with backward) for a sequence of s tokens. N counts the
-non-embedding parameters plus the LM head.
+Useful FLOPs, the same count for both trainers: per trained token 6·N_body for the policy
+(forward + backward; LoRA: 4·N_body, no weight gradients) and 2·N_body for a reference forward
+(0 when precomputed); the LM head (N_head = d·V) the same way but only per completion token,
+the only positions whose logits the loss needs; plus causal attention, 2·L·d·s per token
+forward (×3 with backward) in a sequence of s tokens. N_body counts the non-embedding
+parameters of the decoder layers.
 
 Writes ``benchmarks/results/train_throughput.{json,md}`` (``--out``).
 """
@@ -42,6 +44,7 @@ MODELS = {
     "qwen0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, vocab_size=151936),
 }  # fmt: skip
 VARIANTS = ("separate", "precomputed", "lora")
+DATA_NAMES = {"long_tailed": "long-tailed lengths", "gsm8k": "GSM8K pairs"}
 
 
 # -- data ----------------------------------------------------------------------------------------------
@@ -85,12 +88,14 @@ def long_tailed_pairs(tokenizer, n: int, seed: int, max_length: int) -> list[dic
 # -- one trial (runs in its own process) -----------------------------------------------------------------
 
 
-def flops_per_token(config, lora: bool, reference: bool) -> float:
+def flops_per_token(config, lora: bool, reference: bool) -> tuple[float, float]:
+    """(FLOPs per trained token in the decoder layers, FLOPs per completion token in the LM head)."""
     h, layers = config.hidden_size, config.num_hidden_layers
     kv = config.num_key_value_heads * (h // config.num_attention_heads)
-    per_layer = 2 * h * h + 2 * h * kv + 3 * h * config.intermediate_size
-    n = layers * per_layer + h * config.vocab_size  # non-embedding parameters + LM head
-    return (4 if lora else 6) * n + (2 * n if reference else 0)
+    body = layers * (2 * h * h + 2 * h * kv + 3 * h * config.intermediate_size)
+    head = h * config.vocab_size
+    passes = (4 if lora else 6) + (2 if reference else 0)
+    return passes * body, passes * head
 
 
 def run_trial(args) -> dict:
@@ -113,7 +118,13 @@ def run_trial(args) -> dict:
     from datasets import Dataset
 
     steps = args.warmup_steps + args.steps
-    data = Dataset.from_list(long_tailed_pairs(tokenizer, steps * args.batch_size, args.seed, args.max_length))
+    if args.data == "gsm8k":
+        from align.data.gsm8k import LOCAL_GSM8K_TRAIN, gsm8k_pairs, load_gsm8k
+
+        rows, _ = gsm8k_pairs(load_gsm8k(LOCAL_GSM8K_TRAIN), num_examples=steps * args.batch_size, seed=args.seed)
+    else:
+        rows = long_tailed_pairs(tokenizer, steps * args.batch_size, args.seed, args.max_length)
+    data = Dataset.from_list(rows)
     peft_config = None
     if args.variant == "lora":
         from peft import LoraConfig
@@ -129,7 +140,9 @@ def run_trial(args) -> dict:
     # The same frozen copy for both trainers (TRL cannot rebuild one from a config-built model);
     # LoRA needs none (the adapter is disabled) and precomputing uses it once.
     ref_model = None if args.variant == "lora" else copy.deepcopy(model)
-    times, tokens = [], []
+    times, tokens, completions, attention = [], [], [], []
+    layers, hidden = config.num_hidden_layers, config.hidden_size
+    attention_passes = 3 + (0 if precompute else 1)  # policy forward + backward (2×), reference forward
 
     class Timer(TrainerCallback):
         def on_step_begin(self, *_, **__):
@@ -144,7 +157,11 @@ def run_trial(args) -> dict:
 
     def count(inputs):
         mask = inputs.get("attention_mask")
-        tokens.append(int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel()))
+        lengths = mask.sum(1) if mask is not None else inputs["seq_lens"]
+        tokens.append(int(lengths.sum()))
+        completions.append(int(inputs["completion_mask"].sum()))
+        # causal attention of a sequence of s tokens: QKᵀ and AV, s²·d multiply-adds each per layer
+        attention.append(attention_passes * 2 * layers * hidden * float((lengths.double() ** 2).sum()))
 
     if args.trainer == "align":
         from align.trainers import RPOConfig, RPOTrainer
@@ -171,6 +188,9 @@ def run_trial(args) -> dict:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     trainer.train()
     measured_t, measured_tok = times[args.warmup_steps :], tokens[args.warmup_steps :]
+    body, head = flops_per_token(config, lora=args.variant == "lora", reference=not precompute)
+    warm = args.warmup_steps
+    flops = body * sum(measured_tok) + head * sum(completions[warm:]) + sum(attention[warm:])
     peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     return {
         "trainer": args.trainer,
@@ -181,7 +201,8 @@ def run_trial(args) -> dict:
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_before_train_mib": rss_before / 1024,
         "peak_gpu_mib": peak_gpu,
-        "flops_per_token": flops_per_token(config, lora=args.variant == "lora", reference=not precompute),
+        "completion_tokens_per_step": statistics.mean(completions[warm:]),
+        "flops_per_second": flops / sum(measured_t),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
 
@@ -226,7 +247,7 @@ def matmul_peak(model: str, dtype: str, tokens: int = 2048, repeats: int = 5) ->
 
 def trial(args, trainer: str, variant: str) -> dict:
     cmd = [sys.executable, __file__, "--trial", "--trainer", trainer, "--variant", variant]
-    for key in ("model", "dtype", "batch_size", "max_length", "steps", "warmup_steps", "seed", "threads", "tmp"):
+    for key in ("model", "data", "dtype", "batch_size", "max_length", "steps", "warmup_steps", "seed", "threads", "tmp"):
         value = getattr(args, key)
         if value is not None:
             cmd += [f"--{key}", str(value)]
@@ -244,8 +265,9 @@ def summarize(trials: list[dict], peak: dict) -> list[dict]:
         med = {}
         for trainer in ("align", "trl"):
             mine = [t for t in trials if t["variant"] == variant and t["trainer"] == trainer]
-            med[trainer] = {k: statistics.median(t[k] for t in mine) for k in ("tokens_per_second", "seconds_per_step", "peak_rss_mib")}
-            med[trainer]["mfu"] = med[trainer]["tokens_per_second"] * mine[0]["flops_per_token"] / peak["model_mix"]
+            keys = ("tokens_per_second", "seconds_per_step", "peak_rss_mib", "flops_per_second")
+            med[trainer] = {k: statistics.median(t[k] for t in mine) for k in keys}
+            med[trainer]["mfu"] = med[trainer]["flops_per_second"] / peak["model_mix"]
         rows.append({
             "variant": variant,
             **{f"{tr}_{k}": v for tr in med for k, v in med[tr].items()},
@@ -258,7 +280,7 @@ def summarize(trials: list[dict], peak: dict) -> list[dict]:
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [
         f"Model `{meta['model']}` ({meta['parameters'] / 1e6:.1f}M parameters, {meta['dtype']}), batch {meta['batch_size']} "
-        f"pairs, long-tailed lengths (max {meta['max_length']}), {meta['steps']} timed steps after {meta['warmup_steps']} "
+        f"pairs, {DATA_NAMES[meta['data']]} (max {meta['max_length']}), {meta['steps']} timed steps after {meta['warmup_steps']} "
         f"warm-up, median of {meta['reps']} alternating trials; {meta['machine']}; matmul peak on the model's GEMM mix "
         f"{meta['matmul_peak']['model_mix'] / 1e9:.0f} GFLOP/s.",
         "",
@@ -278,6 +300,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=sorted(MODELS), default="llama40m")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--data", choices=["long_tailed", "gsm8k"], default="long_tailed",
+                        help="long-tailed synthetic lengths, or GSM8K pairs (chat template; ../shared/data or the hub)")
     parser.add_argument("--batch_size", type=int, default=4, help="pairs per step")
     parser.add_argument("--max_length", type=int, default=512)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per trial")
@@ -314,7 +338,7 @@ def main() -> None:
     machine = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"
     if torch.cuda.is_available():
         machine = torch.cuda.get_device_name()
-    meta = {**{k: getattr(args, k) for k in ("model", "dtype", "batch_size", "max_length", "steps", "warmup_steps", "reps")},
+    meta = {**{k: getattr(args, k) for k in ("model", "data", "dtype", "batch_size", "max_length", "steps", "warmup_steps", "reps")},
             "parameters": trials[0]["parameters"], "machine": machine, "matmul_peak": peak,
             "padding_free": args.padding_free, "command": " ".join(sys.argv)}  # fmt: skip
     rows = summarize(trials, peak)

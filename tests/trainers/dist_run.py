@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, f
 from tests.trainers.common import pair_dataset  # noqa: E402
 from tests.trainers.test_base import load  # noqa: E402
 
+from align.distributed import finish_distributed  # noqa: E402
 from align.trainers import RPOConfig, RPOTrainer  # noqa: E402
 
 
@@ -30,7 +31,7 @@ def main():
     if trainer.accelerator.is_main_process:
         world = trainer.accelerator.num_processes
         out.write_text(json.dumps({"world_size": world, "log_history": trainer.state.log_history}))
-    trainer.accelerator.end_training()  # tear the process group down before exit, not during it
+    finish_distributed(trainer.accelerator)
 
 
 if __name__ == "__main__":

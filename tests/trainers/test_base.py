@@ -182,16 +182,21 @@ def test_precomputed_reference_is_cached_and_reused(tiny_model_dir, tmp_path, ca
     assert "reusing precomputed reference log-probs" in caplog.text
 
 
-def test_packed_path_matches_trl_fused_head_per_token(tiny_model_dir):
-    """The packed path (LM head at completion positions only, chunked log-softmax) and the padded
-    path (TRL's fused LM head) give the same per-token log-probs, entropies, sums and gradients."""
+@pytest.mark.parametrize("varlen", [True, False], ids=["varlen-attention", "block-diagonal-mask"])
+def test_packed_path_matches_trl_fused_head_per_token(tiny_model_dir, varlen):
+    """The packed path (LM head at completion positions only, chunked log-softmax; attention per
+    sequence, or transformers' block-diagonal mask) and the padded path (TRL's fused LM head) give
+    the same per-token log-probs, entropies, sums and gradients of every parameter."""
     from trl.trainer.utils import add_fused_lm_head
 
+    from align.attention import use_varlen_attention
     from align.data import PreferenceCollator, prepare_preference_dataset
     from align.trainers import completion_logps
 
     model, tok = load(tiny_model_dir)
     add_fused_lm_head(model, outputs=("log_probs", "entropy"))
+    if varlen:
+        assert use_varlen_attention(model)
     rows, _ = prepare_preference_dataset(pair_dataset(6), tok, kind="pair", max_length=128)
     results = {}
     for packed in (True, False):
@@ -199,9 +204,23 @@ def test_packed_path_matches_trl_fused_head_per_token(tiny_model_dir):
         batch = PreferenceCollator(tok.pad_token_id, padding_free=packed)(list(rows))
         out = completion_logps(model, batch, entropy=True)
         out["logps_sum"].sum().backward()
-        results[packed] = (out, model.lm_head.weight.grad.clone())
+        results[packed] = (out, {n: p.grad.clone() for n, p in model.named_parameters()})
     (packed, grad_packed), (padded, grad_padded) = results[True], results[False]
     for key in ("logps_sum", "token_logps", "token_entropy"):
         torch.testing.assert_close(packed[key], padded[key], rtol=1e-5, atol=1e-5, msg=key)
     assert torch.equal(packed["token_mask"], padded["token_mask"])
-    torch.testing.assert_close(grad_packed, grad_padded, rtol=1e-4, atol=1e-6)
+    for name in grad_packed:
+        torch.testing.assert_close(grad_packed[name], grad_padded[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_padding_free_trainer_attends_per_sequence(tiny_model_dir, tmp_path):
+    from align.attention import VARLEN_SDPA
+
+    model, tok = load(tiny_model_dir)
+    ref, _ = load(tiny_model_dir, seed_offset=7)
+    trainer = RPOTrainer(model, config(tmp_path, padding_free=True), pair_dataset(), None, tok, ref_model=ref)
+    assert trainer.model.config._attn_implementation == VARLEN_SDPA
+    assert trainer.ref_model.config._attn_implementation == VARLEN_SDPA
+    model, tok = load(tiny_model_dir)
+    trainer = RPOTrainer(model, config(tmp_path, padding_free=False), pair_dataset(), None, tok, ref_model=ref)
+    assert trainer.model.config._attn_implementation == "sdpa"

@@ -1,0 +1,111 @@
+"""Variable-length ("varlen") SDPA for padding-free packed batches.
+
+A packed batch is one row holding N sequences, with ``position_ids`` restarting at 0 for each and
+no attention mask. transformers' ``sdpa`` path handles it by building a dense (T, T) block-diagonal
+mask and running one attention over the whole row: T² work and a T² mask, although only
+Σ_i n_i² of it is unmasked. ``varlen_sdpa`` instead runs causal SDPA on each sequence's slice
+(``is_causal=True``, the memory-efficient kernel, no mask), which is what flash-attention's varlen
+kernel does on GPU:
+
+    out[s_i : e_i] = softmax(q_i k_iᵀ · scale + causal) v_i      for each packed sequence i
+
+Anything else (a padding mask, a KV cache, a batch of several rows, cross-attention shapes) is
+handed to transformers' own ``sdpa`` unchanged, so generation and padded evaluation behave exactly
+as before. The implementation is registered with transformers' attention and mask interfaces under
+:data:`VARLEN_SDPA`; the name lives only in memory (transformers does not save
+``_attn_implementation`` into ``config.json``), so saved checkpoints load anywhere.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+__all__ = ["VARLEN_SDPA", "packed_segments", "use_varlen_attention", "varlen_sdpa_attention_forward"]
+
+VARLEN_SDPA = "align_varlen_sdpa"
+
+
+def packed_segments(position_ids: torch.Tensor) -> list[tuple[int, int]]:
+    """[(start, end)] of the sequences in one packed row: a new one starts wherever the position
+    does not continue the previous one (transformers' own packing rule)."""
+    positions = position_ids.reshape(-1)
+    breaks = torch.ones_like(positions, dtype=torch.bool)
+    breaks[1:] = positions[1:] != positions[:-1] + 1
+    starts = breaks.nonzero().squeeze(1).tolist()
+    return list(zip(starts, starts[1:] + [positions.numel()]))
+
+
+def _segment_attention(query, key, value, scaling, dropout, sliding_window):
+    n = query.shape[2]
+    if sliding_window is not None and n > sliding_window:
+        # Causal and within the window: key j is visible from query i iff 0 <= i - j < window.
+        offsets = torch.arange(n, device=query.device)
+        distance = offsets[:, None] - offsets[None, :]
+        mask = (distance >= 0) & (distance < sliding_window)
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)
+    return F.scaled_dot_product_attention(query, key, value, is_causal=n > 1, dropout_p=dropout, scale=scaling)
+
+
+def varlen_sdpa_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """Causal SDPA per packed sequence for (1, H, T, D) queries with restarting ``position_ids``;
+    otherwise transformers' ``sdpa_attention_forward``. Returns (B, T, H, D) like it."""
+    position_ids = kwargs.get("position_ids")
+    packed = (
+        attention_mask is None
+        and position_ids is not None
+        and query.shape[0] == 1
+        and query.shape[2] == key.shape[2] == position_ids.shape[-1]
+        and getattr(module, "is_causal", True)
+    )
+    if not packed:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:
+        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    sliding_window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
+    outputs = [
+        _segment_attention(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], scaling, dropout, sliding_window)
+        for s, e in packed_segments(position_ids)
+    ]
+    return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
+
+
+def varlen_sdpa_mask(*, attention_mask: torch.Tensor | None = None, **kwargs):
+    """No mask without padding and without a cache offset (the attention splits a packed row
+    itself); sdpa's mask otherwise."""
+    if attention_mask is None and kwargs.get("q_offset", 0) == 0 and kwargs["q_length"] == kwargs["kv_length"]:
+        return None
+    return sdpa_mask(attention_mask=attention_mask, **kwargs)
+
+
+AttentionInterface.register(VARLEN_SDPA, varlen_sdpa_attention_forward)
+ALL_MASK_ATTENTION_FUNCTIONS.register(VARLEN_SDPA, varlen_sdpa_mask)
+
+
+def use_varlen_attention(model: torch.nn.Module) -> bool:
+    """Switch every text-only transformers model inside ``model`` (a PEFT wrapper included) from
+    ``sdpa`` to :data:`VARLEN_SDPA`; other implementations (flash-attention, which packs natively;
+    eager, chosen on purpose) and multimodal configs are left alone. Returns whether it switched."""
+    switched = False
+    for module in model.modules():
+        if not isinstance(module, PreTrainedModel):
+            continue
+        config = module.config
+        if config._attn_implementation == "sdpa" and not config.sub_configs:
+            config._attn_implementation = VARLEN_SDPA
+            switched = True
+        switched = switched or config._attn_implementation == VARLEN_SDPA
+    return switched
