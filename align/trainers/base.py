@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, T
 from trl.models import prepare_deepspeed
 from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model, hash_module, use_adapter
 
+from align.attention import use_varlen_attention
 from align.data import PER_COMPLETION_FIELDS, PER_EXAMPLE_FIELDS, PreferenceCollator, prepare_preference_dataset
 from align.distributed import configure_cpu_distributed, configure_cpu_threads
 from align.objectives import CompletionGroups, Objective, get_objective, objective_class
@@ -239,6 +240,11 @@ class PreferenceTrainer(Trainer):
             disable_dropout_in_model(model)
             if self.ref_model is not None:
                 disable_dropout_in_model(self.ref_model)
+        if args.padding_free:
+            # Attend within each packed sequence (Σ n_i² work) instead of over the whole row (T²).
+            for module in (model, self.ref_model):
+                if module is not None:
+                    use_varlen_attention(module)
         outputs = ("log_probs", "entropy") if self._needs_entropy else ("log_probs",)
         add_fused_lm_head(model.get_base_model() if _is_peft(model) else model, outputs=outputs)
         if self.ref_model is not None:
@@ -298,6 +304,20 @@ class PreferenceTrainer(Trainer):
                 self.ref_model = prepare_deepspeed(self.ref_model, self.accelerator)
             else:
                 self.ref_model = self.accelerator.prepare_model(self.ref_model, evaluation_mode=True)
+        self._callbacks_bindable = True
+        self._bind_callbacks()
+
+    def _bind_callbacks(self) -> None:
+        """Give callbacks that need the trainer (e.g. LikelihoodDriftCallback: the datasets, the
+        model, the logger) a reference to it, once the datasets are final."""
+        for callback in self.callback_handler.callbacks:
+            if hasattr(callback, "bind") and getattr(callback, "trainer", None) is not self:
+                callback.bind(self)
+
+    def add_callback(self, callback) -> None:
+        super().add_callback(callback)
+        if getattr(self, "_callbacks_bindable", False):  # not during __init__: the datasets are not final yet
+            self._bind_callbacks()
 
     # -- setup ---------------------------------------------------------------------------------------
 
@@ -437,6 +457,8 @@ class PreferenceTrainer(Trainer):
         return loss.detach(), None, None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if logs and all(key.startswith("drift/") for key in logs):  # a callback's own measurement
+            return super().log(logs, start_time)
         mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
         metrics = self._reduce_metrics(self._metrics[mode])
         self._metrics[mode].clear()
