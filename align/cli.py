@@ -9,7 +9,7 @@ from pathlib import Path
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, TrlParser
 
-__all__ = ["DataArguments", "last_checkpoint", "parse_recipe_args"]
+__all__ = ["DataArguments", "DriftArguments", "last_checkpoint", "parse_recipe_args"]
 
 
 @dataclass
@@ -29,8 +29,34 @@ class DataArguments:
     max_train_examples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
 
 
+@dataclass
+class DriftArguments:
+    """The likelihood-drift probes every recipe runs by default (align.callbacks.LikelihoodDriftCallback)."""
+
+    drift: bool = field(default=True, metadata={"help": "Track chosen/rejected log-likelihood drift on probe pairs."})
+    drift_num_probes: int = field(default=16, metadata={"help": "Probe pairs: from the eval set, else held back from training."})
+    drift_eval_steps: float | None = field(default=None, metadata={"help": "Measure every N steps (default: eval_steps, else logging_steps)."})
+    drift_top_k: int = field(default=20, metadata={"help": "k of the top-k entropy and mass."})
+    drift_entanglement_every: int = field(default=4, metadata={"help": "Gradient cosine every N measurements (0: never)."})
+    drift_entanglement_pairs: int = field(default=4, metadata={"help": "Probe pairs in the gradient cosine."})
+    drift_warn_threshold: float = field(default=0.1, metadata={"help": "Warn when the chosen log-prob per token fell by more (nats) while the margin grew."})
+
+    def callbacks(self) -> list:
+        if not self.drift:
+            return []
+        from align.callbacks import LikelihoodDriftCallback
+
+        return [
+            LikelihoodDriftCallback(
+                num_probes=self.drift_num_probes, eval_steps=self.drift_eval_steps, top_k=self.drift_top_k,
+                entanglement_every=self.drift_entanglement_every, entanglement_pairs=self.drift_entanglement_pairs,
+                warn_threshold=self.drift_warn_threshold,
+            )
+        ]  # fmt: skip
+
+
 def parse_recipe_args(config_cls, default_config: str | Path, argv: list[str] | None = None):
-    """Parse ``(DataArguments, config_cls, ModelConfig)`` from a YAML file and the command line.
+    """Parse ``(DataArguments, config_cls, ModelConfig, DriftArguments)`` from a YAML file and the command line.
 
     Without ``--config`` the recipe's own YAML is used, so ``accelerate launch recipes/rpo.py`` runs
     the documented default; every field can still be overridden (``--max_steps 5``). ``--config``
@@ -39,7 +65,7 @@ def parse_recipe_args(config_cls, default_config: str | Path, argv: list[str] | 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" not in argv:
         argv = ["--config", str(default_config), *argv]
-    parser = TrlParser((DataArguments, config_cls, ModelConfig))
+    parser = TrlParser((DataArguments, config_cls, ModelConfig, DriftArguments))
     return parser.parse_args_and_config(argv)
 
 

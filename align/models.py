@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -209,3 +210,72 @@ def load_reference_model(model_args: ModelConfig, ref_model_name_or_path: str | 
     model = load_model(model_args, for_training=False)
     model.requires_grad_(False)
     return model.eval()
+
+
+# -- checkpoints: builtin models, model folders and LoRA adapter folders --------------------------
+
+ADAPTER_CONFIG = "adapter_config.json"
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def checkpoint_kind(checkpoint: str) -> str:
+    """``"builtin"``, ``"adapter"`` (a PEFT folder) or ``"model"`` (a model folder); raises
+    ``FileNotFoundError`` naming the checkpoint when it is none of them."""
+    if checkpoint.startswith(BUILTIN_PREFIX):
+        return "builtin"
+    path = Path(checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"checkpoint {checkpoint!r}: no such folder (a checkpoint is builtin:<name>, a model folder or a LoRA adapter folder)"
+        )
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint {checkpoint!r}: not a folder (a checkpoint is a model or LoRA adapter folder)")
+    if (path / ADAPTER_CONFIG).is_file():
+        return "adapter"
+    if (path / "config.json").is_file():
+        return "model"
+    raise FileNotFoundError(f"checkpoint {checkpoint!r}: the folder has neither config.json (a model) nor {ADAPTER_CONFIG} (a LoRA adapter)")
+
+
+def _adapter_base(checkpoint: str, base_model: str | None) -> str:
+    if base_model is not None:
+        return base_model
+    config = json.loads((Path(checkpoint) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"checkpoint {checkpoint!r}: {ADAPTER_CONFIG} names no base_model_name_or_path; pass the base model")
+    if not base.startswith(BUILTIN_PREFIX) and not Path(base).exists():
+        raise FileNotFoundError(
+            f"checkpoint {checkpoint!r}: its base model {base!r} (from {ADAPTER_CONFIG}) is not a local folder; pass the base model"
+        )
+    return base
+
+
+def model_config(name_or_path: str, dtype: str = "float32"):
+    """A ``trl.ModelConfig`` for loading ``name_or_path`` with :func:`load_model` / :func:`load_tokenizer`."""
+    return ModelConfig(model_name_or_path=name_or_path, dtype=dtype)
+
+
+def load_checkpoint(checkpoint: str, *, base_model: str | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Load a checkpoint (see :func:`checkpoint_kind`) as a plain float32 causal LM in eval mode on
+    ``device``. An adapter folder is applied to its base model (``base_model``, else the one its
+    ``adapter_config.json`` names) and merged."""
+    kind = checkpoint_kind(checkpoint)
+    if kind == "adapter":
+        from peft import PeftModel
+
+        base = load_model(model_config(_adapter_base(checkpoint, base_model)), for_training=False)
+        model = PeftModel.from_pretrained(base, checkpoint).merge_and_unload()
+    else:
+        model = load_model(model_config(checkpoint), for_training=False)
+    return model.to(device).eval()
+
+
+def load_checkpoint_tokenizer(checkpoint: str, *, base_model: str | None = None):
+    """The tokenizer saved with a checkpoint; an adapter folder without one uses its base model's."""
+    kind = checkpoint_kind(checkpoint)
+    if kind == "adapter" and not any((Path(checkpoint) / name).is_file() for name in _TOKENIZER_FILES):
+        checkpoint = _adapter_base(checkpoint, base_model)
+    elif kind == "model" and not any((Path(checkpoint) / name).is_file() for name in _TOKENIZER_FILES):
+        raise FileNotFoundError(f"checkpoint {checkpoint!r} has no tokenizer files; pass --tokenizer")
+    return load_tokenizer(model_config(checkpoint))

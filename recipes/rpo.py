@@ -15,6 +15,7 @@ from pathlib import Path
 
 from align.cli import last_checkpoint, parse_recipe_args
 from align.data import load_preference_dataset
+from align.distributed import finish_distributed
 from align.models import get_peft_config, load_model, load_tokenizer
 from align.trainers import RPOConfig, RPOTrainer
 
@@ -23,7 +24,7 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "rpo.yaml"
 
 
 def main(argv: list[str] | None = None) -> RPOTrainer:
-    data_args, training_args, model_args = parse_recipe_args(RPOConfig, DEFAULT_CONFIG, argv)
+    data_args, training_args, model_args, drift_args = parse_recipe_args(RPOConfig, DEFAULT_CONFIG, argv)
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
 
     tokenizer = load_tokenizer(model_args)
@@ -47,17 +48,17 @@ def main(argv: list[str] | None = None) -> RPOTrainer:
         eval_dataset=evaluation,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
+        callbacks=drift_args.callbacks(),
     )
-    trainer.train(resume_from_checkpoint=last_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint))
+    result = trainer.train(resume_from_checkpoint=last_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint))
+    trainer.save_metrics("train", result.metrics)  # train_results.json: runtime, samples/s, loss
     if evaluation is not None:
         trainer.evaluate()
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(training_args.output_dir)
         print(f"Saved the trained model to {Path(training_args.output_dir).resolve()}")
-    # Destroy the process group explicitly: left to interpreter exit, gloo under DeepSpeed can abort
-    # ("terminate called without an active exception") after the work is done.
-    trainer.accelerator.end_training()
+    finish_distributed(trainer.accelerator)
     return trainer
 
 

@@ -27,6 +27,11 @@ def test_rpo_recipe_trains_and_saves_smollm2(tmp_path):
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert adapter["r"] == 16 and (out / "adapter_model.safetensors").exists()
     assert (out / "tokenizer_config.json").exists()
+    # likelihood drift is on by default: step 0 and the end, on the 2 held-out pairs
+    records = [json.loads(line) for line in (out / "likelihood_drift.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 2] and records[1]["chosen_change"] != 0
+    assert (out / "likelihood_drift.png").read_bytes()[:4] == b"\x89PNG"
+    assert "'drift/chosen_logps'" in result.stdout or "drift/chosen_logps" in result.stderr
 
     # The saved adapter loads back onto the base model and differs from it.
     import torch

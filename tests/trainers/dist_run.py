@@ -1,4 +1,5 @@
-"""Train the tiny model for two steps and write the log history as JSON; run under
+"""Train the tiny model for two steps (likelihood-drift probes every step) and write the log
+history and the drift records as JSON; run under
 `accelerate launch` with 1 or 2 processes. Usage: dist_run.py MODEL_DIR REF_DIR OUT_JSON PER_DEVICE_BATCH
 
 The reference is loaded from its own folder (not perturbed in place) so that it also loads
@@ -13,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, f
 from tests.trainers.common import pair_dataset  # noqa: E402
 from tests.trainers.test_base import load  # noqa: E402
 
+from align.callbacks import LikelihoodDriftCallback  # noqa: E402
 from align.distributed import finish_distributed  # noqa: E402
 from align.trainers import RPOConfig, RPOTrainer  # noqa: E402
 
@@ -26,11 +28,13 @@ def main():
     )  # fmt: skip
     model, tok = load(model_dir)
     ref, _ = load(ref_dir)
-    trainer = RPOTrainer(model, args, pair_dataset(8), None, tok, ref_model=ref)
+    drift = LikelihoodDriftCallback(pair_dataset(4), eval_steps=1, entanglement_every=1, entanglement_pairs=2)
+    trainer = RPOTrainer(model, args, pair_dataset(8), None, tok, ref_model=ref, callbacks=[drift])
     trainer.train()
     if trainer.accelerator.is_main_process:
         world = trainer.accelerator.num_processes
-        out.write_text(json.dumps({"world_size": world, "log_history": trainer.state.log_history}))
+        records = [json.loads(line) for line in (Path(args.output_dir) / "likelihood_drift.jsonl").read_text().splitlines()]
+        out.write_text(json.dumps({"world_size": world, "log_history": trainer.state.log_history, "drift": records}))
     finish_distributed(trainer.accelerator)
 
 

@@ -70,3 +70,14 @@ def test_two_processes_match_one(name, models, single, tmp_path):
         for key in ("loss", "dpo", "nll", "logps/chosen", "rewards/margins"):
             assert ours[key] == pytest.approx(expected[key], abs=1e-5), (name, key, ours["step"])
     assert steps[1]["loss"] < steps[0]["loss"]
+
+    # the drift probes see the same policy: same log-probs at each compared step, on every process' model
+    drift, expected_drift = run["drift"], single["drift"]
+    assert [r["step"] for r in drift] == [r["step"] for r in expected_drift] == [0, 1, 2]
+    for ours, expected in zip(drift[:1] if name == "zero3_offload" else drift, expected_drift):
+        for key in ("chosen_logps", "rejected_logps", "margin", "topk_mass", "ches"):
+            assert ours[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-4), (name, key, ours["step"])
+    if name.startswith("zero3"):
+        assert "grad_cosine" not in drift[0]  # partitioned parameters: not measured under ZeRO-3
+    else:
+        assert drift[0]["grad_cosine"] == pytest.approx(expected_drift[0]["grad_cosine"], abs=1e-4)

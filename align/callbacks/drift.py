@@ -1,0 +1,201 @@
+"""``LikelihoodDriftCallback``: watch what preference training does to the chosen and rejected
+log-likelihoods of a fixed probe set (the measurements and their formulas: :mod:`align.callbacks.measure`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from align.callbacks.measure import PairMeasurement, drift_metrics, gradient_cosine, measure_pairs
+from align.callbacks.plot import plot_drift
+from align.data import write_jsonl
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DRIFT_PREFIX", "LikelihoodDriftCallback"]
+
+DRIFT_PREFIX = "drift/"
+
+
+class LikelihoodDriftCallback(TrainerCallback):
+    """Measure the probe pairs at step 0, every ``eval_steps`` and at the end of training.
+
+    Probes: ``probe_dataset`` (any pair dataset the trainers accept, raw or tokenized), else the
+    first ``num_probes`` pairs of the trainer's eval dataset, else ``num_probes`` pairs held back
+    from the training set (removed from it before training starts). Each measurement is
+
+    - logged through the Trainer as ``drift/<metric>`` (so every ``report_to`` integration gets it),
+    - appended to ``<output_dir>/likelihood_drift.jsonl`` (rewritten atomically each time),
+
+    and at the end of training drawn into ``<output_dir>/likelihood_drift.png``. The step-0
+    per-pair values (the baseline, CHES included) are kept in ``likelihood_drift_probe.json``, so
+    a resumed run measures its changes against the original step 0.
+
+    Every ``entanglement_every``-th measurement also computes the gradient cosine on the first
+    ``entanglement_pairs`` probes (not under DeepSpeed ZeRO-3, whose partitioned parameters have no
+    full gradient to compare). A warning is logged when the chosen log-prob per token has fallen by
+    more than ``warn_threshold`` nats since step 0 while the margin grew.
+
+    All processes measure the same probes (ZeRO-3 needs every rank in each forward); the main
+    process writes the files.
+    """
+
+    def __init__(
+        self,
+        probe_dataset=None,
+        *,
+        num_probes: int = 32,
+        eval_steps: int | float | None = None,
+        beta: float | None = None,
+        top_k: int = 20,
+        batch_size: int = 8,
+        entanglement_every: int = 4,
+        entanglement_pairs: int = 4,
+        warn_threshold: float = 0.1,
+        filename: str = "likelihood_drift",
+    ):
+        if num_probes < 1 or batch_size < 1 or top_k < 1:
+            raise ValueError("num_probes, batch_size and top_k must be at least 1")
+        self.probe_dataset = probe_dataset
+        self.num_probes = num_probes
+        self.eval_steps = eval_steps
+        self.beta = beta
+        self.top_k = top_k
+        self.batch_size = batch_size
+        self.entanglement_every = entanglement_every
+        self.entanglement_pairs = entanglement_pairs
+        self.warn_threshold = warn_threshold
+        self.filename = filename
+        self.trainer = None
+        self.records: list[dict] = []
+        self.baseline: PairMeasurement | None = None
+        self._measurements = 0
+        self._warned = False
+
+    # -- wiring --------------------------------------------------------------------------------
+
+    def bind(self, trainer) -> None:
+        """Attach to a PreferenceTrainer (called by the trainer when the callback is added) and
+        pick the probe set now, before any training data is consumed."""
+        self.trainer = trainer
+        if self.probe_dataset is not None:
+            probes = trainer._prepare(self.probe_dataset, "probe", "pair", trainer.processing_class, trainer.args)
+            source = "the given probe dataset"
+        elif trainer.eval_dataset is not None and not isinstance(trainer.eval_dataset, dict) and _is_pair(trainer.eval_dataset):
+            probes, source = trainer.eval_dataset, "the eval dataset"
+        elif trainer.train_dataset is not None and _is_pair(trainer.train_dataset):
+            train = trainer.train_dataset
+            if len(train) <= self.num_probes:
+                raise ValueError(f"LikelihoodDriftCallback: cannot hold {self.num_probes} probe pairs back from a training set of {len(train)}")
+            held = len(train) - self.num_probes
+            probes, trainer.train_dataset = train.select(range(held, len(train))), train.select(range(held))
+            source = "pairs held back from the training set"
+        else:
+            raise ValueError(
+                "LikelihoodDriftCallback needs preference pairs to probe: pass probe_dataset=..., or give the "
+                "trainer a pair eval dataset or pair training data"
+            )
+        self.probes = probes.select(range(min(self.num_probes, len(probes))))
+        logger.info("likelihood drift: %d probe pairs from %s", len(self.probes), source)
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        out = Path(self.trainer.args.output_dir)
+        return {"jsonl": out / f"{self.filename}.jsonl", "png": out / f"{self.filename}.png", "probe": out / f"{self.filename}_probe.json"}
+
+    def interval(self, args, state) -> int:
+        steps = self.eval_steps or args.eval_steps or args.logging_steps
+        if steps < 1:  # a ratio of the run, as the Trainer's own *_steps accept
+            steps = math.ceil(steps * state.max_steps)
+        return max(1, int(steps))
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.trainer is None:
+            raise RuntimeError("LikelihoodDriftCallback is not bound: add it with PreferenceTrainer(callbacks=[...]) or trainer.add_callback")
+        paths = self.paths
+        if state.global_step > 0 and paths["probe"].exists():  # resumed: keep the original step 0
+            saved = json.loads(paths["probe"].read_text())
+            self.baseline = PairMeasurement.from_dict(saved["baseline"])
+            self._measurements = saved.get("measurements", 0)
+            if paths["jsonl"].exists():
+                lines = paths["jsonl"].read_text().splitlines()
+                self.records = [r for r in (json.loads(line) for line in lines if line.strip()) if r["step"] <= state.global_step]
+            logger.info("likelihood drift: resumed at step %d with the step-0 baseline of %s", state.global_step, paths["probe"])
+            return
+        self.records, self._measurements, self.baseline = [], 0, None
+        self.measure(state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.interval(args, state) == 0:
+            self.measure(state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if not self.records or self.records[-1]["step"] != state.global_step:
+            self.measure(state)
+        if self.trainer.is_world_process_zero():
+            plot_drift({"run": self.records}, self.paths["png"])
+            logger.info("likelihood drift: figure written to %s", self.paths["png"])
+
+    # -- measuring ---------------------------------------------------------------------------------
+
+    def measure(self, state) -> dict[str, float]:
+        trainer = self.trainer
+        model = trainer.model
+        pad = trainer.processing_class.pad_token_id
+        autocast = trainer.autocast_smart_context_manager
+        current = measure_pairs(model, self.probes, pad_token_id=pad, batch_size=self.batch_size, top_k=self.top_k, autocast=autocast)
+        first = self.baseline is None
+        if first:
+            self.baseline = current
+        beta = self.beta if self.beta is not None else getattr(trainer.args, "beta", 0.1)
+        metrics = drift_metrics(self.baseline, current, beta)
+        if self.entanglement_every and self._measurements % self.entanglement_every == 0:
+            if trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
+                if first:
+                    logger.warning("likelihood drift: gradient entanglement is not measured under ZeRO-3")
+            else:
+                pairs = self.probes.select(range(min(self.entanglement_pairs, len(self.probes))))
+                metrics["grad_cosine"] = float(gradient_cosine(model, pairs, pad_token_id=pad, autocast=autocast).mean())
+        self._measurements += 1
+
+        record = {"step": state.global_step, "epoch": state.epoch or 0.0, **metrics}
+        self.records.append(record)
+        self._warn(metrics)
+        if trainer.is_world_process_zero():
+            _write_json(self.paths["probe"], {"baseline": self.baseline.to_dict(), "measurements": self._measurements})
+            write_jsonl(self.records, self.paths["jsonl"])
+        # Logging resets the Trainer's should_log flag (DefaultFlowCallback.on_log); keep the
+        # Trainer's own pending loss log of this step.
+        should_log = trainer.control.should_log
+        trainer.log({DRIFT_PREFIX + name: value for name, value in metrics.items()})
+        trainer.control.should_log = should_log
+        return metrics
+
+    def _warn(self, metrics: dict[str, float]) -> None:
+        fall = -metrics["chosen_change_per_token"]
+        if fall > self.warn_threshold and metrics["margin_change"] > 0 and not self._warned:
+            self._warned = True
+            logger.warning(
+                "likelihood displacement: the chosen responses' log-prob per token fell by %.3f nats since step 0 "
+                "(threshold %.3f) while the margin grew by %.3f; %.0f%% of probe pairs are displaced. An NLL term on "
+                "the chosen response (e.g. RPO's alpha) counters it.",
+                fall, self.warn_threshold, metrics["margin_change"], 100 * metrics["displacement_rate"],
+            )  # fmt: skip
+
+
+def _is_pair(dataset) -> bool:
+    return "completion_ids" in dataset.column_names and all(len(c) == 2 for c in dataset[: min(len(dataset), 64)]["completion_ids"])
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
