@@ -1,10 +1,8 @@
 """data/ches_filter.py: CHES per pair, aligned with the input rows, and dropping the highest-CHES pairs."""
 
-import importlib.util
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ from transformers import AutoModelForCausalLM
 
 from align.callbacks import measure_pairs
 from align.data import prepare_preference_dataset, write_jsonl
+from tests.scripts import load_script
 from tests.trainers.common import pair_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,16 +20,7 @@ MAX_LENGTH = 64
 TOL = {"rel": 1e-5, "abs": 1e-3}
 
 
-def load_script(name, path):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-ches_filter = load_script("_test_data_ches_filter", ROOT / "data" / "ches_filter.py")
+ches_filter = load_script("data/ches_filter.py")
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,6 @@
 """eval/drift.py: the same probes under several checkpoints (model folders and a LoRA adapter)."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from align.callbacks import measure_pairs
 from align.data import prepare_preference_dataset, write_jsonl
+from tests.scripts import load_script
 from tests.tiny import build_tiny_model_dir
 from tests.trainers.common import pair_dataset
 
@@ -18,16 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def load_script(name, path):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-drift = load_script("_test_eval_drift", ROOT / "eval" / "drift.py")
+drift = load_script("eval/drift.py")
 
 
 @pytest.fixture(scope="module")
