@@ -1,0 +1,69 @@
+"""Reward plug-ins: pairwise judges, reward models and verifiers, chosen by a string in the config.
+
+``load_reward("gsm8k_verifier")``, ``load_reward("hf_reward_model:path/or/hub-id", batch_size=16)``,
+``load_reward("openai_judge", model="gpt-4o-mini")``, ``load_reward("my_pkg.judges:MyJudge")``.
+Judge groups of completions with :func:`score_groups` (scores → preferences → win rates, shared
+by SPPO, HAEPO, best-of-N and evaluation). Importing this package registers the built-ins; it
+imports neither torch nor transformers (the HF reward model does, when built).
+"""
+
+from align.rewards.adapters import FunctionJudge, FunctionReward, FunctionVerifier, VerifierReward
+from align.rewards.base import (
+    Message,
+    PairwiseJudge,
+    Prompt,
+    RewardError,
+    RewardKind,
+    RewardModel,
+    Verifier,
+    checked_pair_probs,
+    checked_scores,
+    checked_verdicts,
+    prompt_preview,
+    reward_kind,
+)
+from align.rewards.gsm8k import GSM8KVerifier, extract_answer, normalize_number
+from align.rewards.hf import HFRewardModel
+from align.rewards.openai_judge import OpenAIJudge
+from align.rewards.preferences import (
+    GroupJudgement,
+    preference_matrix_from_judge,
+    preference_matrix_from_scores,
+    returns_from_scores,
+    score_groups,
+    win_rates,
+)
+from align.rewards.registry import available_rewards, load_reward, register_reward
+
+__all__ = [
+    "FunctionJudge",
+    "FunctionReward",
+    "FunctionVerifier",
+    "GSM8KVerifier",
+    "GroupJudgement",
+    "HFRewardModel",
+    "Message",
+    "OpenAIJudge",
+    "PairwiseJudge",
+    "Prompt",
+    "RewardError",
+    "RewardKind",
+    "RewardModel",
+    "Verifier",
+    "VerifierReward",
+    "available_rewards",
+    "checked_pair_probs",
+    "checked_scores",
+    "checked_verdicts",
+    "extract_answer",
+    "load_reward",
+    "normalize_number",
+    "preference_matrix_from_judge",
+    "preference_matrix_from_scores",
+    "prompt_preview",
+    "register_reward",
+    "returns_from_scores",
+    "reward_kind",
+    "score_groups",
+    "win_rates",
+]
