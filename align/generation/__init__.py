@@ -1,0 +1,39 @@
+"""Sampling K completions per prompt for on-policy loops (SPPO, iterative RPO, HAEPO).
+
+    from align.generation import SamplingConfig, get_generator
+
+    generator = get_generator("hf", model, tokenizer, accelerator)
+    samples = generator.generate(prompts, SamplingConfig(num_samples=4), on_chunk=save, done_chunks=saved)
+
+Prompts are strings (used as is) or chat conversations (rendered with the chat template). Sampling
+is deterministic per chunk of prompts, resumable chunk by chunk, and split across processes under
+accelerate; see :mod:`align.generation.hf`. Only the Hugging Face backend ("hf") exists; the
+:class:`Generator` protocol and :func:`get_generator` leave room for a vLLM one.
+"""
+
+from align.generation.base import (
+    ChunkCallback,
+    Generator,
+    Prompt,
+    available_generators,
+    get_generator,
+    register_generator,
+)
+from align.generation.config import SamplingConfig, chunk_bounds, chunk_seed
+from align.generation.hf import HFGenerator, encode_prompts, eos_token_ids, sample_completions
+
+__all__ = [
+    "ChunkCallback",
+    "Generator",
+    "HFGenerator",
+    "Prompt",
+    "SamplingConfig",
+    "available_generators",
+    "chunk_bounds",
+    "chunk_seed",
+    "encode_prompts",
+    "eos_token_ids",
+    "get_generator",
+    "register_generator",
+    "sample_completions",
+]
