@@ -6,8 +6,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, TrlParser
+
+from align.checkpoints import last_complete_checkpoint
 
 __all__ = ["DataArguments", "DriftArguments", "last_checkpoint", "parse_recipe_args"]
 
@@ -55,8 +56,9 @@ class DriftArguments:
         ]  # fmt: skip
 
 
-def parse_recipe_args(config_cls, default_config: str | Path, argv: list[str] | None = None):
-    """Parse ``(DataArguments, config_cls, ModelConfig, DriftArguments)`` from a YAML file and the command line.
+def parse_recipe_args(config_cls, default_config: str | Path, argv: list[str] | None = None, *, data_classes: tuple = (DataArguments,)):
+    """Parse ``(data, config_cls, ModelConfig, DriftArguments, *more)`` from a YAML file and the
+    command line, where ``data_classes = (data class, *more classes)`` (default: DataArguments).
 
     Without ``--config`` the recipe's own YAML is used, so ``accelerate launch recipes/rpo.py`` runs
     the documented default; every field can still be overridden (``--max_steps 5``). ``--config``
@@ -65,7 +67,8 @@ def parse_recipe_args(config_cls, default_config: str | Path, argv: list[str] | 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" not in argv:
         argv = ["--config", str(default_config), *argv]
-    parser = TrlParser((DataArguments, config_cls, ModelConfig, DriftArguments))
+    first, *more = data_classes
+    parser = TrlParser((first, config_cls, ModelConfig, DriftArguments, *more))
     return parser.parse_args_and_config(argv)
 
 
@@ -76,4 +79,4 @@ def last_checkpoint(output_dir: str, resume: str | bool | None) -> str | None:
         return resume
     if resume in (False, "false", "False") or not Path(output_dir).is_dir():
         return None
-    return get_last_checkpoint(output_dir)
+    return last_complete_checkpoint(output_dir)
