@@ -56,10 +56,14 @@ def configure_cpu_threads() -> int | None:
 
 
 def finish_distributed(accelerator) -> None:
-    """End a run's processes together: a barrier, then the process group torn down explicitly.
+    """End a run's processes together: a barrier, then the process group torn down explicitly
+    (``accelerator``: an ``Accelerator`` or a ``PartialState``).
 
     Left to interpreter exit, or destroyed by one rank while another is still writing its files,
     gloo under DeepSpeed can abort ("terminate called without an active exception") after the
     work is done, turning a finished run into a failed exit code."""
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    if hasattr(accelerator, "end_training"):
+        accelerator.end_training()
+    else:  # a PartialState
+        accelerator.destroy_process_group()

@@ -1,0 +1,382 @@
+"""The on-policy iteration engine: generate → judge → build pairs → train → evaluate → next iteration.
+
+Iteration t starts from π_t (the base model for t = 0, else iteration t−1's trained model),
+samples K completions per prompt from π_t, judges them, builds preference pairs, and trains
+π_{t+1} against the reference π_t (with LoRA: π_t is the base with every earlier adapter merged,
+and the reference is the fresh adapter disabled; with full fine-tuning: a frozen copy of π_t).
+Every stage writes its files atomically and is recorded in the iteration's manifest
+(:mod:`align.loops.run`), so re-running the same command resumes at the first unfinished stage.
+
+Multi-process: generation is sharded across processes (align.generation), training runs on all;
+judging, pair building and the files are the main process's, the others wait at a barrier.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gc
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from accelerate import PartialState
+
+from align.checkpoints import last_complete_checkpoint
+from align.data import read_rows, write_jsonl
+from align.loops.run import RunFolder, atomic_write_json, read_json
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LoopArguments", "OnPolicyLoop", "load_prompt_rows"]
+
+# TrainingArguments fields that do not change what a run computes (safe to change on resume)
+VOLATILE_TRAINING_FIELDS = {
+    "logging_steps", "logging_dir", "report_to", "disable_tqdm", "dataloader_num_workers", "logging_first_step",
+    "save_total_limit", "resume_from_checkpoint", "overwrite_output_dir", "run_name", "push_to_hub", "hub_token",
+    "local_rank", "logging_strategy", "log_level", "log_level_replica", "accelerator_config", "deepspeed",
+}  # fmt: skip
+
+
+@dataclass
+class LoopArguments:
+    """The on-policy loop: which prompts, how many samples, which judge, how many iterations."""
+
+    iterations: int = field(default=3, metadata={"help": "On-policy iterations (0: train once on --dataset, no loop)."})
+    prompts: str = field(default="builtin:arithmetic", metadata={"help": "Prompt dataset (hub id, local file, builtin:<name>)."})
+    prompts_split: str = field(default="train", metadata={"help": "Its split."})
+    prompts_per_iteration: int = field(
+        default=64, metadata={"help": "Fresh prompts per iteration: iteration t uses the t-th slice (wrapping around)."}
+    )
+    prompt_field: str = field(default="prompt", metadata={"help": "Column holding the prompt (text or messages)."})
+    eval_prompts: str | None = field(default="builtin:arithmetic", metadata={"help": "Held-out prompts (none: no evaluation)."})
+    eval_prompts_split: str = field(default="test", metadata={"help": "Their split."})
+    num_eval_prompts: int = field(default=64, metadata={"help": "Held-out prompts evaluated after each iteration."})
+    judge: str = field(default="gsm8k_verifier", metadata={"help": "align.rewards plug-in: a verifier, reward model or pairwise judge."})
+    judge_options: str = field(default="{}", metadata={"help": "JSON options for the judge, e.g. '{\"batch_size\": 8}'."})
+    num_samples: int = field(default=4, metadata={"help": "K completions per prompt."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (the SPPO paper: 0.7)."})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling (the SPPO paper: 0.9)."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Tokens per sampled completion."})
+    generation_batch_size: int = field(default=32, metadata={"help": "Sequences per generate call."})
+    generation_chunk_size: int = field(default=16, metadata={"help": "Prompts per resumable generation chunk."})
+    eval_max_new_tokens: int | None = field(default=None, metadata={"help": "Tokens per evaluation answer (default: max_new_tokens)."})
+    skip_ties: bool = field(default=True, metadata={"help": "SPPO: skip prompts whose samples were all judged equal."})
+    pairs_per_prompt: int = field(default=1, metadata={"help": "Iterative RPO: pairs per problem (the paper: up to 10)."})
+    start_over: bool = field(default=False, metadata={"help": "Delete a run folder made by a different config and restart."})
+
+
+def load_prompt_rows(source: str, split: str, prompt_field: str = "prompt") -> list[dict]:
+    """Prompt rows ``{"prompt", "answer"?, "solution"?}`` from any source align reads."""
+    rows = []
+    for name, part in read_rows(source, split):
+        for i, row in enumerate(part):
+            if prompt_field not in row:
+                raise ValueError(f"{name}: row {i}: no {prompt_field!r} field (has {sorted(row)}); set --prompt_field")
+            item = {"prompt": row[prompt_field]}
+            for key in ("answer", "solution"):
+                if row.get(key) is not None:
+                    item[key] = row[key]
+            rows.append(item)
+    if not rows:
+        raise ValueError(f"{source} [{split}]: no prompts")
+    return rows
+
+
+def _iteration_slice(rows: list[dict], t: int, size: int) -> list[dict]:
+    if size <= 0 or size >= len(rows):
+        return [dict(r, index=i) for i, r in enumerate(rows)]
+    start = (t * size) % len(rows)
+    indices = [(start + i) % len(rows) for i in range(size)]
+    return [dict(rows[i], index=i) for i in indices]
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class OnPolicyLoop:
+    """Run ``loop_args.iterations`` on-policy iterations of ``trainer_cls`` into ``args.output_dir``.
+
+    ``build_pairs(judged_rows) -> (rows, stats)`` turns one iteration's judged samples into the
+    trainer's dataset (:func:`align.loops.pairs.sppo_pairs`, :func:`align.loops.pairs.rpo_pairs`)."""
+
+    def __init__(
+        self,
+        *,
+        loop_args: LoopArguments,
+        training_args,
+        model_args,
+        trainer_cls,
+        build_pairs: Callable[[list[dict]], tuple[list[dict], dict]],
+        drift_args=None,
+        method: str,
+    ):
+        self.loop_args, self.training_args, self.model_args = loop_args, training_args, model_args
+        self.trainer_cls, self.build_pairs, self.drift_args, self.method = trainer_cls, build_pairs, drift_args, method
+        self.state = PartialState()
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def config(self) -> dict:
+        training = {k: v for k, v in self.training_args.to_dict().items() if k not in VOLATILE_TRAINING_FIELDS}
+        return {
+            "method": self.method,
+            "loop": dataclasses.asdict(self.loop_args) | {"start_over": None},
+            "training": training,
+            "model": dataclasses.asdict(self.model_args),
+            "drift": dataclasses.asdict(self.drift_args) if self.drift_args is not None else None,
+        }
+
+    def _barrier(self) -> None:
+        self.state.wait_for_everyone()
+
+    @property
+    def main(self) -> bool:
+        return self.state.is_main_process
+
+    # -- models ----------------------------------------------------------------------------------
+
+    def load_policy(self, run: RunFolder, t: int):
+        """π_t: the base model for t = 0; else the base with adapters 0..t−1 merged (LoRA) or
+        iteration t−1's saved model (full fine-tuning)."""
+        from align.models import load_model
+
+        if t > 0 and not self.model_args.use_peft:
+            previous = run.iteration(t - 1).model_dir
+            args = dataclasses.replace(self.model_args, model_name_or_path=str(previous))
+            return load_model(args, for_training=True)
+        model = load_model(self.model_args, for_training=True)
+        if t > 0:
+            from peft import PeftModel
+
+            for i in range(t):
+                model = PeftModel.from_pretrained(model, str(run.iteration(i).model_dir)).merge_and_unload()
+        return model
+
+    # -- stages ------------------------------------------------------------------------------------
+
+    def sampling(self, *, greedy: bool = False, t: int = 0):
+        from align.generation import SamplingConfig
+
+        la = self.loop_args
+        return SamplingConfig(
+            num_samples=1 if greedy else la.num_samples,
+            max_new_tokens=(la.eval_max_new_tokens or la.max_new_tokens) if greedy else la.max_new_tokens,
+            temperature=0.0 if greedy else la.temperature,
+            top_p=1.0 if greedy else la.top_p,
+            seed=self.training_args.seed * 1000 + t,
+            batch_size=la.generation_batch_size,
+            chunk_size=la.generation_chunk_size,
+        )
+
+    def generate(self, it, model, tokenizer, prompts: list[dict], *, accelerator=None) -> list[list[str]]:
+        """K samples per prompt; finished chunks persist in ``samples.chunks/`` so a killed run
+        regenerates only the chunk it was in."""
+        from align.generation import HFGenerator
+
+        done = {}
+        if it.chunks.exists():
+            for path in sorted(it.chunks.glob("chunk-*.json")):
+                done[int(path.stem.split("-")[1])] = read_json(path)
+
+        def on_chunk(index: int, results: list[list[str]]) -> None:
+            if self.main:
+                atomic_write_json(it.chunks / f"chunk-{index:05d}.json", results)
+
+        generator = HFGenerator(model, tokenizer, accelerator, show_progress=self.main)
+        return generator.generate([p["prompt"] for p in prompts], self.sampling(t=it.index), on_chunk=on_chunk, done_chunks=done)
+
+    def judge(self, judge, prompts: list[dict], samples: list[list[str]]) -> list[dict]:
+        from align.rewards import score_groups
+
+        references = [p.get("answer", p.get("solution")) for p in prompts]
+        judgements = score_groups(judge, [p["prompt"] for p in prompts], samples, references=references)
+        judged = []
+        for prompt, completions, j in zip(prompts, samples, judgements):
+            item = {**prompt, "completions": completions, "win_rates": [float(x) for x in j.win_rates],
+                    "preference": [[float(x) for x in row] for row in j.preference]}  # fmt: skip
+            if j.scores is not None:
+                item["scores"] = [float(x) for x in j.scores]
+            if getattr(j, "correct", None) is not None:
+                item["correct"] = [bool(x) for x in j.correct]
+            judged.append(item)
+        return judged
+
+    def evaluate(self, model, tokenizer, judge, eval_rows: list[dict], *, accelerator=None, baseline: list[str] | None = None) -> dict:
+        """Greedy answers to the held-out prompts: accuracy for a verifier, else the win rate of
+        these answers against the starting model's (``baseline``) under the judge."""
+        from align.generation import HFGenerator
+        from align.rewards import PairwiseJudge, Verifier, preference_matrix_from_scores
+
+        generator = HFGenerator(model, tokenizer, accelerator, show_progress=self.main)
+        answers = [c[0] for c in generator.generate([r["prompt"] for r in eval_rows], self.sampling(greedy=True))]
+        prompts = [r["prompt"] for r in eval_rows]
+        result: dict[str, Any] = {"answers": answers}
+        if isinstance(judge, Verifier):
+            correct = judge.verify(prompts, answers, [r.get("answer", r.get("solution")) for r in eval_rows])
+            result["accuracy"] = sum(map(bool, correct)) / len(correct)
+        elif baseline is not None:
+            if isinstance(judge, PairwiseJudge):
+                probs = judge.judge_pairs(prompts, answers, baseline)
+            else:
+                ours, theirs = judge.score(prompts, answers), judge.score(prompts, baseline)
+                probs = [preference_matrix_from_scores([a, b])[0][1] for a, b in zip(ours, theirs)]
+            result["win_rate_vs_start"] = float(sum(probs) / len(probs))
+        return result
+
+    def train(self, it, model, tokenizer, pairs: list[dict]):
+        from datasets import Dataset
+
+        from align.models import get_peft_config
+
+        args = copy.deepcopy(self.training_args)
+        args.output_dir = str(it.train_dir)
+        args.seed = self.training_args.seed + it.index
+        callbacks = []
+        if self.drift_args is not None and self.drift_args.drift:
+            # probes: the iteration's first pairs (displacement is a property of the trained pairs)
+            (callback,) = self.drift_args.callbacks()
+            callback.probe_dataset = Dataset.from_list(pairs[: callback.num_probes])
+            callbacks.append(callback)
+        trainer = self.trainer_cls(
+            model=model, args=args, train_dataset=Dataset.from_list(pairs), eval_dataset=None, processing_class=tokenizer,
+            peft_config=get_peft_config(self.model_args), callbacks=callbacks,
+        )  # fmt: skip
+        resume = last_complete_checkpoint(it.train_dir, remove_partial=self.main)
+        self._barrier()
+        result = trainer.train(resume_from_checkpoint=resume)
+        # save into a temp folder, then rename: a half-saved model is never taken for a finished one
+        partial = it.path / "model.partial"
+        if self.main and partial.exists():
+            shutil.rmtree(partial)
+        trainer.save_model(str(partial))
+        if self.main:
+            tokenizer.save_pretrained(str(partial))
+            if it.model_dir.exists():
+                shutil.rmtree(it.model_dir)
+            partial.rename(it.model_dir)
+        return trainer, result.metrics
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def run(self) -> list[dict]:
+        from align.models import load_tokenizer
+        from align.rewards import load_reward
+
+        la = self.loop_args
+        run = RunFolder(self.training_args.output_dir, self.config(), start_over=la.start_over, main_process=self.main)
+        self._barrier()
+        tokenizer = load_tokenizer(self.model_args)
+        judge = load_reward(la.judge, **json.loads(la.judge_options or "{}"))
+        prompts = load_prompt_rows(la.prompts, la.prompts_split, la.prompt_field)
+        eval_rows = load_prompt_rows(la.eval_prompts, la.eval_prompts_split, la.prompt_field)[: la.num_eval_prompts] if la.eval_prompts else []
+        summaries = []
+        for t in range(la.iterations):
+            it = run.iteration(t)
+            policy = None
+            if t == 0 and eval_rows and not it.done("evaluate_start"):
+                policy = self.load_policy(run, 0)
+                start = self.evaluate(policy, tokenizer, judge, eval_rows)
+                if self.main:
+                    atomic_write_json(it.path / "eval_start.json", start)
+                    it.finish("evaluate_start", {k: v for k, v in start.items() if k != "answers"})
+                self._barrier()
+            batch = _iteration_slice(prompts, t, la.prompts_per_iteration)
+            if not it.done("generate"):
+                policy = policy or self.load_policy(run, t)
+                samples = self.generate(it, policy, tokenizer, batch)
+                if self.main:
+                    write_jsonl([{**p, "completions": s} for p, s in zip(batch, samples)], it.samples)
+                    it.finish("generate", {"prompts": len(batch), "samples": sum(map(len, samples))})
+                    shutil.rmtree(it.chunks, ignore_errors=True)
+                self._barrier()
+            if not it.done("judge"):
+                if self.main:
+                    rows = _read_jsonl(it.samples)
+                    judged = self.judge(judge, [{k: v for k, v in r.items() if k != "completions"} for r in rows],
+                                        [r["completions"] for r in rows])  # fmt: skip
+                    write_jsonl(judged, it.judged)
+                    summary = {"prompts": len(judged)}
+                    if judged and "correct" in judged[0]:
+                        flat = [c for r in judged for c in r["correct"]]
+                        summary["sample_accuracy"] = sum(flat) / len(flat)
+                    it.finish("judge", summary)
+                self._barrier()
+            if not it.done("dataset"):
+                if self.main:
+                    pairs, stats = self.build_pairs(_read_jsonl(it.judged))
+                    if not pairs:
+                        raise RuntimeError(f"iteration {t}: no preference pairs from {it.judged} ({stats}); more samples or prompts needed")
+                    write_jsonl(pairs, it.dataset)
+                    it.finish("dataset", stats)
+                self._barrier()
+            trainer = None
+            if not it.done("train"):
+                policy = policy or self.load_policy(run, t)
+                trainer, metrics = self.train(it, policy, tokenizer, _read_jsonl(it.dataset))
+                if self.main:
+                    it.finish("train", {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+                self._barrier()
+            if eval_rows and not it.done("evaluate"):
+                if trainer is not None:
+                    model, accelerator = trainer.model_wrapped, trainer.accelerator
+                else:
+                    model, accelerator = self.load_policy(run, t + 1), None
+                baseline = read_json(run.iteration(0).path / "eval_start.json")["answers"] if (run.iteration(0).path / "eval_start.json").exists() else None
+                result = self.evaluate(model, tokenizer, judge, eval_rows, accelerator=accelerator, baseline=baseline)
+                if self.main:
+                    atomic_write_json(it.eval, result)
+                    it.finish("evaluate", {k: v for k, v in result.items() if k != "answers"})
+                self._barrier()
+            del trainer, policy
+            gc.collect()
+            summaries.append(self.summary(run, t))
+            if self.main:
+                print(self.table(run, t + 1), flush=True)
+        return summaries
+
+    # -- reporting -----------------------------------------------------------------------------------
+
+    def summary(self, run: RunFolder, t: int) -> dict:
+        it = run.iteration(t)
+        manifest = it.manifest()["stages"]
+        out = {"iteration": t + 1, **{f"{k}": v for k, v in manifest.get("dataset", {}).items() if k in ("pairs",)}}
+        out["sample_accuracy"] = manifest.get("judge", {}).get("sample_accuracy")
+        for key in ("accuracy", "win_rate_vs_start"):
+            if key in manifest.get("evaluate", {}):
+                out[key] = manifest["evaluate"][key]
+        drift = it.train_dir / "likelihood_drift.jsonl"
+        if drift.exists():
+            last = _read_jsonl(drift)[-1]
+            out["chosen_drift"] = last.get("chosen_change_per_token")
+            out["rejected_drift"] = last.get("rejected_change_per_token")
+            out["displacement_rate"] = last.get("displacement_rate")
+        return out
+
+    def table(self, run: RunFolder, iterations: int) -> str:
+        """Markdown table: held-out score per iteration and the chosen/rejected drift."""
+        first = run.iteration(0).manifest()["stages"].get("evaluate_start", {})
+        metric = "accuracy" if "accuracy" in first or self.loop_args.judge.startswith("gsm8k") else "win_rate_vs_start"
+        lines = [
+            f"| iteration | pairs | sample accuracy | held-out {metric.replace('_', ' ')} | Δ chosen logp/tok | Δ rejected logp/tok | displaced |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        if metric in first:
+            lines.append(f"| 0 (start) | | | {first[metric]:.3f} | | | |")
+        for t in range(iterations):
+            s = self.summary(run, t)
+            lines.append(
+                f"| {t + 1} | {s.get('pairs', '')} | {_fmt(s.get('sample_accuracy'))} | {_fmt(s.get(metric))} | "
+                f"{_fmt(s.get('chosen_drift'), '+.3f')} | {_fmt(s.get('rejected_drift'), '+.3f')} | {_fmt(s.get('displacement_rate'))} |"
+            )
+        return "\n".join(lines)
+
+
+def _fmt(value, spec: str = ".3f") -> str:
+    return "" if value is None else format(value, spec)
+

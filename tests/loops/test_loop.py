@@ -1,0 +1,130 @@
+"""The on-policy loop end to end on a tiny model: two SPPO iterations, resume after SIGKILL at
+random points, a changed config refused, and one iteration on two processes."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.tiny import build_tiny_model_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGIN = '''
+def length_reward(prompt, completion):
+    """Prefers completions near 12 characters: distinct, deterministic scores for a random model."""
+    return -abs(len(completion) - 12) + 0.01 * (sum(map(ord, completion)) % 7)
+'''
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("loop")
+    model = build_tiny_model_dir(root / "model", seed=0)
+    (root / "plugins").mkdir()
+    (root / "plugins" / "toy_judge.py").write_text(PLUGIN)
+    prompts = [{"prompt": [{"role": "user", "content": f"What is {a} times {b}?"}], "answer": str(a * b)}
+               for a in range(2, 6) for b in range(2, 6)]  # fmt: skip
+    with open(root / "prompts.jsonl", "w") as f:
+        f.writelines(json.dumps(p) + "\n" for p in prompts)
+    return root, model
+
+
+def argv(setup, out: Path, **overrides) -> list[str]:
+    root, model = setup
+    args = {
+        "model_name_or_path": str(model), "dtype": "float32", "use_peft": "true", "lora_r": "4", "lora_alpha": "8",
+        "lora_target_modules": "all-linear", "iterations": "2", "prompts": str(root / "prompts.jsonl"),
+        "prompts_split": "train", "prompts_per_iteration": "6", "eval_prompts": str(root / "prompts.jsonl"),
+        "num_eval_prompts": "4", "judge": "toy_judge:length_reward", "judge_options": '{"kind": "reward"}',
+        "num_samples": "3", "max_new_tokens": "6", "generation_batch_size": "8", "generation_chunk_size": "2",
+        "beta": "0.1", "output_dir": str(out), "bf16": "false", "learning_rate": "1e-3", "per_device_train_batch_size": "2",
+        "num_train_epochs": "1", "max_length": "64", "logging_steps": "1", "save_strategy": "steps", "save_steps": "1",
+        "drift_num_probes": "2", "drift_eval_steps": "1", "drift_entanglement_every": "0", "report_to": "none",
+        "disable_tqdm": "true", "seed": "0",
+    }  # fmt: skip
+    args.update(overrides)
+    return [x for key, value in args.items() for x in (f"--{key}", value)]
+
+
+def env(setup):
+    root, _ = setup
+    return {**os.environ, "PYTHONPATH": f"{root / 'plugins'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "HF_HUB_OFFLINE": "1"}
+
+
+def run_sppo(setup, out, **overrides):
+    cmd = [sys.executable, str(ROOT / "recipes" / "sppo.py"), *argv(setup, out, **overrides)]
+    return subprocess.run(cmd, env=env(setup), capture_output=True, text=True, timeout=900, cwd=ROOT)
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(setup, tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight") / "run"
+    result = run_sppo(setup, out)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out, result
+
+
+def test_two_iterations_end_to_end(uninterrupted):
+    out, result = uninterrupted
+    for t in range(2):
+        it = out / f"iteration-{t:02d}"
+        manifest = json.loads((it / "manifest.json").read_text())["stages"]
+        assert {"generate", "judge", "dataset", "train", "evaluate"} <= set(manifest)
+        samples = lines(it / "samples.jsonl")
+        assert len(samples) == 6 and all(len(s["completions"]) == 3 for s in samples)
+        judged = lines(it / "judged.jsonl")
+        assert all(abs(sum(r["win_rates"]) - 1.5) < 1e-9 for r in judged)  # Σ_i P̂_i = K/2 for any K×K P
+        pairs = lines(it / "dataset.jsonl")
+        assert pairs and all(len(p["win_rates"]) == 2 and p["win_rates"][0] >= p["win_rates"][1] for p in pairs)
+        assert (it / "model" / "adapter_model.safetensors").exists()
+        assert (it / "train" / "likelihood_drift.jsonl").exists()
+        assert "win_rate_vs_start" in json.loads((it / "eval.json").read_text())
+    # iteration 1 samples from π_1 on the next slice of prompts
+    assert lines(out / "iteration-00" / "samples.jsonl")[0]["prompt"] != lines(out / "iteration-01" / "samples.jsonl")[0]["prompt"]
+    assert "| iteration | pairs |" in result.stdout and "\n| 2 |" in result.stdout
+
+
+def test_rerun_does_nothing_and_a_changed_config_is_refused(setup, uninterrupted):
+    out, _ = uninterrupted
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    again = run_sppo(setup, out)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing redone
+    changed = run_sppo(setup, out, num_samples="4")
+    assert changed.returncode != 0 and "changed: loop" in changed.stderr and "--start_over true" in changed.stderr
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_then_resume_gives_the_same_run(setup, uninterrupted, tmp_path):
+    reference, _ = uninterrupted
+    out = tmp_path / "run"
+    rng = random.Random(1234)
+    cmd = [sys.executable, str(ROOT / "recipes" / "sppo.py"), *argv(setup, out)]
+    kills = 0
+    for _ in range(4):
+        proc = subprocess.Popen(cmd, env=env(setup), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        time.sleep(rng.uniform(4.0, 14.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 2
+    final = run_sppo(setup, out)
+    assert final.returncode == 0, final.stderr[-4000:]
+    for t in range(2):
+        ours, theirs = out / f"iteration-{t:02d}", reference / f"iteration-{t:02d}"
+        samples = lines(ours / "samples.jsonl")
+        assert [s["index"] for s in samples] == [s["index"] for s in lines(theirs / "samples.jsonl")]  # each prompt once
+        for name in ("samples.jsonl", "judged.jsonl", "dataset.jsonl"):
+            assert lines(ours / name) == lines(theirs / name), (t, name)
+        assert not (ours / "samples.chunks").exists() and not (ours / "model.partial").exists()
