@@ -128,3 +128,32 @@ def test_sigkill_at_random_points_then_resume_gives_the_same_run(setup, uninterr
         for name in ("samples.jsonl", "judged.jsonl", "dataset.jsonl"):
             assert lines(ours / name) == lines(theirs / name), (t, name)
         assert not (ours / "samples.chunks").exists() and not (ours / "model.partial").exists()
+
+
+@pytest.mark.slow
+def test_one_iteration_on_two_processes(setup, uninterrupted, tmp_path):
+    """DDP over 2 CPU processes: generation sharded and gathered, the same samples and pairs as
+    one process, training with the same global batch (2 × 1), the iteration finished."""
+    reference, _ = uninterrupted
+    out = tmp_path / "run"
+    # the 2-process run is its own experiment (another batch layout): compare the shared stages only
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--dynamo_backend", "no", "--mixed_precision", "no", "--main_process_port", str(_free_port()),
+           str(ROOT / "recipes" / "sppo.py"), *argv(setup, out, iterations="1", per_device_train_batch_size="1")]  # fmt: skip
+    result = subprocess.run(cmd, env={**env(setup), "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"},
+                            capture_output=True, text=True, timeout=900, cwd=ROOT)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    ours, theirs = out / "iteration-00", reference / "iteration-00"
+    for name in ("samples.jsonl", "judged.jsonl", "dataset.jsonl"):
+        assert lines(ours / name) == lines(theirs / name), name
+    manifest = json.loads((ours / "manifest.json").read_text())["stages"]
+    assert {"generate", "judge", "dataset", "train", "evaluate"} <= set(manifest)
+    assert (ours / "model" / "adapter_model.safetensors").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
