@@ -20,6 +20,7 @@ from align.data.formats import (
 from align.data.gsm8k import corrupt_solution, final_answer, gsm8k_pairs, load_gsm8k
 from align.data.loading import dataset_kind, load_preference_dataset, read_rows, write_jsonl
 from align.data.prepare import prepare_preference_dataset
+from align.data.tasks import arithmetic_problems, builtin_arithmetic, load_prompt_dataset
 from align.data.tokenize import tokenize_dataset, tokenize_row
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "PER_EXAMPLE_FIELDS",
     "DataValidationError",
     "PreferenceCollator",
+    "arithmetic_problems",
+    "builtin_arithmetic",
     "check_kind",
     "corrupt_solution",
     "dataset_kind",
@@ -36,6 +39,7 @@ __all__ = [
     "gsm8k_pairs",
     "load_gsm8k",
     "load_preference_dataset",
+    "load_prompt_dataset",
     "normalize_rows",
     "prepare_preference_dataset",
     "read_rows",

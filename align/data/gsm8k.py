@@ -11,10 +11,11 @@ import random
 import re
 from pathlib import Path
 
-__all__ = ["LOCAL_GSM8K_TRAIN", "builtin_gsm8k_pairs", "corrupt_solution", "final_answer", "gsm8k_pairs", "load_gsm8k"]
+__all__ = ["LOCAL_GSM8K_TEST", "LOCAL_GSM8K_TRAIN", "builtin_gsm8k_pairs", "builtin_gsm8k_prompts", "corrupt_solution", "final_answer", "gsm8k_pairs", "load_gsm8k"]
 
 # The shared copy next to the project checkout (``../shared/data/gsm8k`` from the project root).
 LOCAL_GSM8K_TRAIN = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gsm8k" / "train.jsonl"
+LOCAL_GSM8K_TEST = LOCAL_GSM8K_TRAIN.with_name("test.jsonl")
 
 _NUMBER = r"-?\d+(?:,\d{3})*"
 _FINAL = re.compile(rf"####\s*({_NUMBER})\s*$")
@@ -116,3 +117,16 @@ def builtin_gsm8k_pairs(split: str = "train") -> list[dict]:
     raise ValueError(
         f"builtin:gsm8k_pairs has the splits 'train' and 'test' (alias 'eval', 'validation'), not {split!r}"
     )
+
+
+def builtin_gsm8k_prompts(split: str = "train") -> list[dict]:
+    """The ``builtin:gsm8k`` prompt set for on-policy loops: GSM8K problems as chat prompts with the
+    final ``answer`` and the gold ``solution`` (for the verifier and iterative RPO's gold winner).
+    Splits: ``train`` (7,473) and ``test`` (1,319), from ../shared/data/gsm8k or the hub."""
+    if split not in ("train", "test"):
+        raise ValueError(f"builtin:gsm8k has the splits 'train' and 'test', not {split!r}")
+    rows = load_gsm8k(LOCAL_GSM8K_TRAIN if split == "train" else LOCAL_GSM8K_TEST, split=split)
+    return [
+        {"prompt": [{"role": "user", "content": row["question"]}], "answer": final_answer(row["answer"]), "solution": row["answer"]}
+        for row in rows
+    ]

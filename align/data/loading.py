@@ -80,9 +80,11 @@ def read_rows(
 
 
 def _builtin_rows(source: str, split: str) -> list[dict]:
-    from align.data.gsm8k import builtin_gsm8k_pairs
+    from align.data.gsm8k import builtin_gsm8k_pairs, builtin_gsm8k_prompts
+    from align.data.tasks import builtin_arithmetic
 
-    builtins = {"gsm8k_pairs": builtin_gsm8k_pairs}
+    # gsm8k_pairs: preference pairs; gsm8k, arithmetic: prompt rows (prompt/answer/solution) for loops.
+    builtins = {"gsm8k_pairs": builtin_gsm8k_pairs, "gsm8k": builtin_gsm8k_prompts, "arithmetic": builtin_arithmetic}
     key = source.removeprefix(BUILTIN_PREFIX)
     if key not in builtins:
         raise ValueError(f"unknown dataset {source!r}; known: {', '.join(BUILTIN_PREFIX + k for k in builtins)}")
@@ -127,6 +129,7 @@ def write_jsonl(rows: Iterable[dict], path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; the result should read like any other file
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -137,3 +140,9 @@ def write_jsonl(rows: Iterable[dict], path: str | os.PathLike) -> Path:
         os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
