@@ -39,7 +39,7 @@ class DriftArguments:
     drift_eval_steps: float | None = field(default=None, metadata={"help": "Measure every N steps (default: eval_steps, else logging_steps)."})
     drift_top_k: int = field(default=20, metadata={"help": "k of the top-k entropy and mass."})
     drift_entanglement_every: int = field(default=4, metadata={"help": "Gradient cosine every N measurements (0: never)."})
-    drift_entanglement_pairs: int = field(default=4, metadata={"help": "Probe pairs in the gradient cosine."})
+    drift_entanglement_pairs: int = field(default=2, metadata={"help": "Probe pairs in the gradient cosine."})
     drift_warn_threshold: float = field(default=0.1, metadata={"help": "Warn when the chosen log-prob per token fell by more (nats) while the margin grew."})
 
     def callbacks(self) -> list:

@@ -55,7 +55,7 @@ class LikelihoodDriftCallback(TrainerCallback):
         top_k: int = 20,
         batch_size: int = 8,
         entanglement_every: int = 4,
-        entanglement_pairs: int = 4,
+        entanglement_pairs: int = 2,
         warn_threshold: float = 0.1,
         filename: str = "likelihood_drift",
     ):
