@@ -18,7 +18,7 @@ from datasets import Dataset
 from datasets.fingerprint import Hasher
 from torch.utils.checkpoint import checkpoint
 from torch.utils.data import DataLoader
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainingArguments
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainingArguments, set_seed
 from trl.models import prepare_deepspeed
 from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model, hash_module, use_adapter
 
@@ -256,6 +256,9 @@ class PreferenceTrainer(Trainer):
                 model = prepare_model_for_kbit_training(model, args.gradient_checkpointing)
             elif args.gradient_checkpointing:
                 model.enable_input_require_grads()
+            # The adapter's random init must not depend on what the process did before (a resumed
+            # loop skips stages that a fresh one runs): seed it like the Trainer seeds model_init.
+            set_seed(args.seed)
             model = get_peft_model(model, peft_config)
 
         kind = req.group.value  # "single" | "pair" | "list", the data layer's kinds

@@ -224,3 +224,14 @@ def test_padding_free_trainer_attends_per_sequence(tiny_model_dir, tmp_path):
     model, tok = load(tiny_model_dir)
     trainer = RPOTrainer(model, config(tmp_path, padding_free=False), pair_dataset(), None, tok, ref_model=ref)
     assert trainer.model.config._attn_implementation == "sdpa"
+
+
+def test_lora_init_does_not_depend_on_the_global_rng(tiny_model_dir, tmp_path):
+    """A resumed loop skips stages a fresh run executes; the new adapter must still be the same."""
+    adapters = []
+    for noise in (1, 2):
+        torch.manual_seed(noise)
+        model, tok = load(tiny_model_dir)
+        trainer = RPOTrainer(model, config(tmp_path), pair_dataset(), None, tok, peft_config=lora())
+        adapters.append({n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_A" in n})
+    assert adapters[0] and all(torch.equal(adapters[0][n], adapters[1][n]) for n in adapters[0])
