@@ -125,19 +125,21 @@ def measure_pairs(
                 hidden = hidden[keep]
             lse = logits.logsumexp(-1)
             logps = logits.gather(-1, input_ids[0, keep + 1].unsqueeze(-1)).squeeze(-1) - lse
-            top = (logits.topk(min(top_k, logits.shape[-1]), dim=-1).values - lse.unsqueeze(-1)).exp()
+            # top-k signals only over the chosen responses (even sequences): the rejected ones are not reported
+            chosen = seq % 2 == 0
+            top = (logits[chosen].topk(min(top_k, logits.shape[-1]), dim=-1).values - lse[chosen].unsqueeze(-1)).exp()
             mass = top.sum(-1)
             q = top / mass.unsqueeze(-1)
             entropy = -(q * q.clamp_min(1e-30).log()).sum(-1)
             n = len(batch["seq_lens"])
 
-            def per_seq(values):
-                return values.new_zeros((n, *values.shape[1:])).index_add(0, seq, values)
+            def per_seq(values, index=seq):
+                return values.new_zeros((n, *values.shape[1:])).index_add(0, index, values)
 
             parts["logps"].append(per_seq(logps.double()).cpu())
             parts["tokens"].append(torch.bincount(seq, minlength=n).double().cpu())
-            parts["entropy"].append(per_seq(entropy.double()).cpu())
-            parts["mass"].append(per_seq(mass.double()).cpu())
+            parts["entropy"].append(per_seq(entropy.double(), seq[chosen]).cpu())
+            parts["mass"].append(per_seq(mass.double(), seq[chosen]).cpu())
             parts["hidden"].append(per_seq(hidden.double()).cpu())
     finally:
         hook.remove()

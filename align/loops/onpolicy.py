@@ -266,7 +266,7 @@ class OnPolicyLoop:
 
     def run(self) -> list[dict]:
         from align.models import load_tokenizer
-        from align.rewards import load_reward
+        from align.rewards import Verifier, load_reward
 
         la = self.loop_args
         run = RunFolder(self.training_args.output_dir, self.config(), start_over=la.start_over, main_process=self.main)
@@ -327,7 +327,8 @@ class OnPolicyLoop:
                     model, accelerator = trainer.model_wrapped, trainer.accelerator
                 else:
                     model, accelerator = self.load_policy(run, t + 1), None
-                baseline = read_json(run.iteration(0).path / "eval_start.json")["answers"] if (run.iteration(0).path / "eval_start.json").exists() else None
+                start_file = run.iteration(0).path / "eval_start.json"
+                baseline = read_json(start_file)["answers"] if start_file.exists() and not isinstance(judge, Verifier) else None
                 result = self.evaluate(model, tokenizer, judge, eval_rows, accelerator=accelerator, baseline=baseline)
                 if self.main:
                     atomic_write_json(it.eval, result)
@@ -345,7 +346,7 @@ class OnPolicyLoop:
     def summary(self, run: RunFolder, t: int) -> dict:
         it = run.iteration(t)
         manifest = it.manifest()["stages"]
-        out = {"iteration": t + 1, **{f"{k}": v for k, v in manifest.get("dataset", {}).items() if k in ("pairs",)}}
+        out = {"iteration": t + 1, "pairs": manifest.get("dataset", {}).get("pairs")}
         out["sample_accuracy"] = manifest.get("judge", {}).get("sample_accuracy")
         for key in ("accuracy", "win_rate_vs_start"):
             if key in manifest.get("evaluate", {}):
