@@ -22,10 +22,8 @@ import gc
 import json
 import logging
 import math
-import os
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +33,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout without `pip in
 import torch
 
 from align.callbacks import drift_metrics, gradient_cosine, measure_pairs, plot_drift
-from align.data import load_preference_dataset, prepare_preference_dataset
+from align.data import load_preference_dataset, prepare_preference_dataset, write_text_atomic
 from align.models import BUILTIN_PREFIX, checkpoint_kind, load_checkpoint, load_checkpoint_tokenizer, load_tokenizer, model_config
 
 logger = logging.getLogger(__name__)
@@ -172,23 +170,6 @@ def _finite(value):
     if isinstance(value, list):
         return [_finite(v) for v in value]
     return value
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a report should read like any other file
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def write_outputs(records: list[dict], meta: dict, output_dir: str | Path) -> dict[str, Path]:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 
 from transformers import TrainerCallback
 
 from align.callbacks.measure import PairMeasurement, drift_metrics, gradient_cosine, measure_pairs
 from align.callbacks.plot import plot_drift
-from align.data import write_jsonl
+from align.data import write_jsonl, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +168,8 @@ class LikelihoodDriftCallback(TrainerCallback):
         self.records.append(record)
         self._warn(metrics)
         if trainer.is_world_process_zero():
-            _write_json(self.paths["probe"], {"baseline": self.baseline.to_dict(), "measurements": self._measurements})
+            state = {"baseline": self.baseline.to_dict(), "measurements": self._measurements}
+            write_text_atomic(self.paths["probe"], json.dumps(state))
             write_jsonl(self.records, self.paths["jsonl"])
         # Logging resets the Trainer's should_log flag (DefaultFlowCallback.on_log); keep the
         # Trainer's own pending loss log of this step.
@@ -193,9 +193,3 @@ class LikelihoodDriftCallback(TrainerCallback):
 def _is_pair(dataset) -> bool:
     return "completion_ids" in dataset.column_names and all(len(c) == 2 for c in dataset[: min(len(dataset), 64)]["completion_ids"])
 
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)

@@ -18,7 +18,7 @@ from align.data.formats import (
     normalize_rows,
 )
 from align.data.gsm8k import corrupt_solution, final_answer, gsm8k_pairs, load_gsm8k
-from align.data.loading import dataset_kind, load_preference_dataset, read_rows, write_jsonl
+from align.data.loading import dataset_kind, load_preference_dataset, read_rows, write_jsonl, write_text_atomic
 from align.data.prepare import prepare_preference_dataset
 from align.data.tasks import arithmetic_problems, builtin_arithmetic, load_prompt_dataset
 from align.data.tokenize import tokenize_dataset, tokenize_row
@@ -46,4 +46,5 @@ __all__ = [
     "tokenize_dataset",
     "tokenize_row",
     "write_jsonl",
+    "write_text_atomic",
 ]

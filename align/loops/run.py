@@ -25,10 +25,11 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from align.data import write_text_atomic
 
 __all__ = ["ConfigChangedError", "IterationFolder", "RunFolder", "atomic_write_json", "fingerprint", "read_json"]
 
@@ -38,21 +39,8 @@ class ConfigChangedError(RuntimeError):
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON to a temp file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write JSON atomically (:func:`align.data.write_text_atomic`)."""
+    return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
 def read_json(path: str | os.PathLike) -> Any:
