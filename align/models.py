@@ -229,12 +229,16 @@ def checkpoint_kind(checkpoint: str) -> str:
             f"checkpoint {checkpoint!r}: no such folder (a checkpoint is builtin:<name>, a model folder or a LoRA adapter folder)"
         )
     if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint {checkpoint!r}: not a folder (a checkpoint is a model or LoRA adapter folder)")
+        raise FileNotFoundError(
+            f"checkpoint {checkpoint!r}: not a folder (a checkpoint is a model or LoRA adapter folder)"
+        )
     if (path / ADAPTER_CONFIG).is_file():
         return "adapter"
     if (path / "config.json").is_file():
         return "model"
-    raise FileNotFoundError(f"checkpoint {checkpoint!r}: the folder has neither config.json (a model) nor {ADAPTER_CONFIG} (a LoRA adapter)")
+    raise FileNotFoundError(
+        f"checkpoint {checkpoint!r}: the folder has neither config.json (a model) nor {ADAPTER_CONFIG} (a LoRA adapter)"
+    )
 
 
 def _adapter_base(checkpoint: str, base_model: str | None) -> str:
@@ -243,7 +247,9 @@ def _adapter_base(checkpoint: str, base_model: str | None) -> str:
     config = json.loads((Path(checkpoint) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     base = config.get("base_model_name_or_path")
     if not base:
-        raise ValueError(f"checkpoint {checkpoint!r}: {ADAPTER_CONFIG} names no base_model_name_or_path; pass the base model")
+        raise ValueError(
+            f"checkpoint {checkpoint!r}: {ADAPTER_CONFIG} names no base_model_name_or_path; pass the base model"
+        )
     if not base.startswith(BUILTIN_PREFIX) and not Path(base).exists():
         raise FileNotFoundError(
             f"checkpoint {checkpoint!r}: its base model {base!r} (from {ADAPTER_CONFIG}) is not a local folder; pass the base model"
@@ -256,18 +262,20 @@ def model_config(name_or_path: str, dtype: str = "float32"):
     return ModelConfig(model_name_or_path=name_or_path, dtype=dtype)
 
 
-def load_checkpoint(checkpoint: str, *, base_model: str | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Load a checkpoint (see :func:`checkpoint_kind`) as a plain float32 causal LM in eval mode on
-    ``device``. An adapter folder is applied to its base model (``base_model``, else the one its
-    ``adapter_config.json`` names) and merged."""
+def load_checkpoint(
+    checkpoint: str, *, base_model: str | None = None, device: str | torch.device = "cpu", dtype: str = "float32"
+) -> torch.nn.Module:
+    """Load a checkpoint (see :func:`checkpoint_kind`) as a plain causal LM (``dtype``, default
+    float32) in eval mode on ``device``. An adapter folder is applied to its base model
+    (``base_model``, else the one its ``adapter_config.json`` names) and merged."""
     kind = checkpoint_kind(checkpoint)
     if kind == "adapter":
         from peft import PeftModel
 
-        base = load_model(model_config(_adapter_base(checkpoint, base_model)), for_training=False)
+        base = load_model(model_config(_adapter_base(checkpoint, base_model), dtype), for_training=False)
         model = PeftModel.from_pretrained(base, checkpoint).merge_and_unload()
     else:
-        model = load_model(model_config(checkpoint), for_training=False)
+        model = load_model(model_config(checkpoint, dtype), for_training=False)
     return model.to(device).eval()
 
 

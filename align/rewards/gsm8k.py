@@ -24,7 +24,7 @@ from typing import Any
 from align.rewards.base import Prompt, RewardError
 from align.rewards.registry import register_reward
 
-__all__ = ["GSM8KVerifier", "extract_answer", "normalize_number"]
+__all__ = ["GSM8KVerifier", "extract_answer", "normalize_number", "strict_answer"]
 
 # "#### 1,080", "#### $18.00", "#### -3", "#### 18." (the final "." is punctuation, not a decimal point)
 _FINAL = re.compile(r"####\s*\$?\s*(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)")
@@ -60,9 +60,13 @@ def _parse(text: str) -> list[Any]:
     return parse(text, parsing_timeout=_math_verify_timeout())
 
 
-def _strict(text: str) -> str | None:
+def strict_answer(text: str) -> str | None:
+    """The normalised number after the first ``####`` of ``text``, or None (GSM8K's strict format)."""
     match = _FINAL.search(text)
     return None if match is None else normalize_number(match.group(1))
+
+
+_strict = strict_answer
 
 
 def extract_answer(text: str) -> str | None:

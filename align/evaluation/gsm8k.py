@@ -1,0 +1,298 @@
+"""GSM8K (Cobbe et al. 2021, https://arxiv.org/abs/2110.14168): grade-school maths word problems,
+scored by the final number.
+
+**Data.** The test split (1,319 problems) from ``../shared/data/gsm8k/test.jsonl`` when it is
+there, else the hub's ``openai/gsm8k`` (config ``main``); ``limit`` takes the first N problems.
+
+**Prompts.** Rendered with the model's chat template:
+
+- zero-shot chain of thought (the default): one user turn, the question followed by
+  :data:`ZERO_SHOT_INSTRUCTION` (reason step by step, end with ``#### <number>``);
+- few-shot (``num_fewshot=N``): the standard GSM8K prompt of lm-evaluation-harness's ``gsm8k``
+  task, ``"Question: {question}\\nAnswer:"`` answered by the gold solution, for the first N
+  problems of the train split (lm-eval's ``first_n`` sampler), given as earlier user/assistant
+  turns (lm-eval's ``--apply_chat_template --fewshot_as_multiturn``), then the test question in
+  the same format. A model without a chat template gets the same text as one plain string, and
+  its answer is cut at the next ``"Question:"`` (the stop sequence lm-eval uses).
+
+**Extraction**, both reported:
+
+- strict: the number after the first ``####`` (the format of GSM8K's own solutions; lm-eval's
+  ``strict-match``), no answer if the completion has none;
+- flexible: the strict answer if there is one, else math-verify's reading of the text
+  (``\\boxed{}``, "the answer is …", else the last number), as :class:`align.rewards.GSM8KVerifier`
+  judges on-policy samples. Numbers are normalised ("1,080" = "1080", "$18.00" = "18").
+
+**Metrics** from n samples per problem (``num_samples``; greedy decoding gives one):
+
+- ``accuracy_strict`` / ``accuracy`` (flexible): the fraction of correct samples (= pass@1);
+- ``maj@n``: the most frequent flexible answer among the n samples (samples without an answer do
+  not vote; a tie goes to the answer reached first) is correct;
+- ``pass@k`` for each k ≤ n: the unbiased estimator of Chen et al. 2021
+  (https://arxiv.org/abs/2107.03374), pass@k = 1 − C(n − c, k) / C(n, k) for c correct samples,
+  averaged over problems.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from align.data.gsm8k import LOCAL_GSM8K_TEST, LOCAL_GSM8K_TRAIN, final_answer, load_gsm8k
+from align.generation import SamplingConfig
+from align.rewards.gsm8k import GSM8KVerifier, extract_answer, normalize_number, strict_answer
+
+__all__ = [
+    "ZERO_SHOT_INSTRUCTION",
+    "GSM8KConfig",
+    "build_prompts",
+    "load_gsm8k_split",
+    "majority_answer",
+    "pass_at_k",
+    "run_gsm8k",
+    "score_samples",
+]
+
+ZERO_SHOT_INSTRUCTION = (
+    "Solve the problem step by step. Then write the final answer, a number, on the last line in the form "
+    "'#### <number>'."
+)
+FEWSHOT_TEMPLATE = "Question: {question}\nAnswer:"
+STOP = "Question:"
+
+
+@dataclass
+class GSM8KConfig:
+    """How to run GSM8K (defaults: zero-shot chain of thought, greedy, 256 new tokens, lm-eval's budget)."""
+
+    limit: int | None = None
+    num_fewshot: int = 0
+    num_samples: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    batch_size: int = 32
+    seed: int = 0
+    pass_k: tuple[int, ...] = field(default=(1,))
+    split: str = "test"
+    data_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1 (or None for every problem), got {self.limit}")
+        if self.num_fewshot < 0:
+            raise ValueError(f"num_fewshot must be >= 0, got {self.num_fewshot}")
+        if self.num_samples > 1 and self.temperature == 0:
+            raise ValueError("num_samples > 1 needs temperature > 0: greedy decoding gives the same answer every time")
+        bad = [k for k in self.pass_k if not 1 <= k <= self.num_samples]
+        if bad:
+            raise ValueError(f"pass@k needs 1 <= k <= num_samples = {self.num_samples}, got k = {bad}")
+        if self.split not in ("train", "test"):
+            raise ValueError(f"GSM8K has the splits 'train' and 'test', not {self.split!r}")
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(
+            num_samples=self.num_samples,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=1.0 if self.temperature == 0 else self.top_p,
+            seed=self.seed,
+            batch_size=self.batch_size,
+            chunk_size=max(1, self.batch_size // self.num_samples),
+        )
+
+
+def load_gsm8k_split(split: str = "test", data_file: str | Path | None = None) -> list[dict]:
+    """GSM8K rows ``{question, answer}`` of ``split``: ``data_file`` if given (a JSONL file; it must
+    exist), else the shared copy next to the project, else the hub. Each row is checked to hold a
+    question and a solution ending in ``#### N``; a bad row fails naming the file, row and field."""
+    if data_file is not None:
+        if not Path(data_file).is_file():
+            raise FileNotFoundError(f"GSM8K data file {str(data_file)!r} does not exist")
+        source, rows = str(data_file), load_gsm8k(data_file)
+    else:
+        local = LOCAL_GSM8K_TEST if split == "test" else LOCAL_GSM8K_TRAIN
+        source = str(local) if local.is_file() else f"openai/gsm8k (main, {split})"
+        rows = load_gsm8k(local, split=split)
+    for i, row in enumerate(rows):
+        for key in ("question", "answer"):
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise ValueError(f"{source}: row {i}: field {key!r} must be a non-empty string, got {row.get(key)!r}")
+        try:
+            final_answer(row["answer"])
+        except ValueError as err:
+            raise ValueError(f"{source}: row {i}: field 'answer': {err}") from None
+    return rows
+
+
+def build_prompts(
+    questions: Sequence[str], *, num_fewshot: int = 0, fewshot_rows: Sequence[dict] = (), chat: bool = True
+) -> list[Any]:
+    """The prompt of each question (see the module docstring): a conversation when ``chat``, else text."""
+    if num_fewshot > len(fewshot_rows):
+        raise ValueError(f"num_fewshot={num_fewshot} but only {len(fewshot_rows)} exemplars were given")
+    shots = list(fewshot_rows[:num_fewshot])
+    prompts: list[Any] = []
+    for question in questions:
+        if num_fewshot == 0:
+            text = f"{question}\n{ZERO_SHOT_INSTRUCTION}"
+            prompts.append([{"role": "user", "content": text}] if chat else text)
+        elif chat:
+            turns: list[dict[str, str]] = []
+            for shot in shots:
+                turns += [
+                    {"role": "user", "content": FEWSHOT_TEMPLATE.format(question=shot["question"])},
+                    {"role": "assistant", "content": shot["answer"]},
+                ]
+            prompts.append([*turns, {"role": "user", "content": FEWSHOT_TEMPLATE.format(question=question)}])
+        else:
+            blocks = [FEWSHOT_TEMPLATE.format(question=s["question"]) + " " + s["answer"] for s in shots]
+            prompts.append("\n\n".join([*blocks, FEWSHOT_TEMPLATE.format(question=question)]))
+    return prompts
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct: 1 − C(n − c, k) / C(n, k).
+
+    Computed as 1 − Π_{i=n−c+1..n} (1 − k / i) (Chen et al. 2021), which never forms the large
+    binomials. Examples: pass_at_k(4, 1, 1) = 0.25; pass_at_k(4, 1, 2) = 1 − C(3,2)/C(4,2) = 0.5;
+    pass_at_k(4, 0, k) = 0; pass_at_k(n, c, k) = 1 when n − c < k.
+    """
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def majority_answer(answers: Sequence[str | None]) -> str | None:
+    """The most frequent answer (None does not vote); a tie goes to the answer that appeared first."""
+    votes = Counter(a for a in answers if a is not None)
+    if not votes:
+        return None
+    best = max(votes.values())
+    return next(a for a in answers if a is not None and votes[a] == best)
+
+
+def _same_number(answer: str | None, gold: str) -> bool:
+    return answer is not None and normalize_number(answer) == gold
+
+
+def score_samples(
+    questions: Sequence[str],
+    samples: Sequence[Sequence[str]],
+    solutions: Sequence[str],
+    *,
+    pass_k: Sequence[int] = (1,),
+) -> tuple[list[dict], dict[str, float]]:
+    """Score n completions per problem against the gold solutions (``... #### N``).
+
+    Returns one record per problem (``gold``, ``outputs``, ``extracted_strict``,
+    ``extracted_flexible``, ``correct_strict``, ``correct``, ``majority``, ``majority_correct``)
+    and the metrics of the module docstring.
+    """
+    if not (len(questions) == len(samples) == len(solutions)):
+        raise ValueError(f"got {len(questions)} questions, {len(samples)} sample lists and {len(solutions)} solutions")
+    verifier = GSM8KVerifier()
+    records, n_values = [], {len(s) for s in samples}
+    if len(n_values) > 1:
+        raise ValueError(f"every problem needs the same number of samples, got {sorted(n_values)}")
+    n = n_values.pop() if n_values else 0
+    for question, outputs, solution in zip(questions, samples, solutions, strict=True):
+        gold = normalize_number(final_answer(solution))
+        strict = [strict_answer(o) for o in outputs]
+        flexible = [extract_answer(o) for o in outputs]
+        correct_strict = [_same_number(a, gold) for a in strict]
+        correct = verifier.verify([question] * len(outputs), list(outputs), [gold] * len(outputs))
+        majority = majority_answer(flexible)
+        records.append(
+            {
+                "question": question,
+                "gold": gold,
+                "outputs": list(outputs),
+                "extracted_strict": strict,
+                "extracted_flexible": flexible,
+                "correct_strict": correct_strict,
+                "correct": [bool(c) for c in correct],
+                "majority": majority,
+                # the verdict of the first sample that reached the majority answer (same answer, same verdict)
+                "majority_correct": majority is not None and bool(correct[flexible.index(majority)]),
+            }
+        )
+    total = len(records)
+    if total == 0:
+        raise ValueError("no problems to score")
+    metrics: dict[str, float] = {
+        "num_problems": total,
+        "num_samples": n,
+        "accuracy_strict": sum(sum(r["correct_strict"]) for r in records) / (total * n),
+        "accuracy": sum(sum(r["correct"]) for r in records) / (total * n),
+        f"maj@{n}": sum(r["majority_correct"] for r in records) / total,
+        "answered_strict": sum(sum(a is not None for a in r["extracted_strict"]) for r in records) / (total * n),
+    }
+    for k in pass_k:
+        metrics[f"pass@{k}"] = sum(pass_at_k(n, sum(r["correct"]), k) for r in records) / total
+    return records, metrics
+
+
+def _cut_at_stop(text: str) -> str:
+    index = text.find(STOP)
+    return text if index < 0 else text[:index].rstrip()
+
+
+def run_gsm8k(
+    model: Any,
+    tokenizer: Any,
+    config: GSM8KConfig | None = None,
+    *,
+    output_dir: str | Path | None = None,
+    accelerator: Any = None,
+    cache_key: dict | None = None,
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """Run GSM8K on ``model`` and return the metrics (on every process).
+
+    Sampling is sharded across the processes of ``accelerator`` (all of them must call this).
+    With ``output_dir`` the main process writes ``samples.jsonl`` (one record per problem: the
+    prompt, the outputs, the strict and flexible extractions, the gold answer and verdicts) and
+    ``metrics.json``, each atomically; finished generation chunks go to ``output_dir/generation``
+    so a killed run resumes (``cache_key`` names the model in that cache's key).
+    """
+    from align.data import write_jsonl
+    from align.evaluation.common import generate_answers
+    from align.loops.run import atomic_write_json
+
+    config = config or GSM8KConfig()
+    rows = load_gsm8k_split(config.split, config.data_file)
+    if config.limit is not None:
+        rows = rows[: config.limit]
+    fewshot_rows = load_gsm8k_split("train")[: config.num_fewshot] if config.num_fewshot else []
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    questions = [r["question"] for r in rows]
+    prompts = build_prompts(questions, num_fewshot=config.num_fewshot, fewshot_rows=fewshot_rows, chat=chat)
+    samples = generate_answers(
+        model,
+        tokenizer,
+        prompts,
+        config.sampling(),
+        accelerator=accelerator,
+        cache_dir=None if output_dir is None else Path(output_dir) / "generation",
+        cache_key=cache_key,
+        show_progress=show_progress,
+    )
+    if not chat and config.num_fewshot:
+        samples = [[_cut_at_stop(s) for s in group] for group in samples]
+    records, metrics = score_samples(questions, samples, [r["answer"] for r in rows], pass_k=config.pass_k)
+    main = accelerator is None or accelerator.is_main_process
+    if output_dir is not None and main:
+        out = Path(output_dir)
+        for index, (record, prompt) in enumerate(zip(records, prompts)):
+            record["index"] = index
+            record["prompt"] = prompt
+        write_jsonl(records, out / "samples.jsonl")
+        atomic_write_json(out / "metrics.json", {"metrics": metrics, "config": asdict(config)})
+    return metrics
