@@ -33,8 +33,15 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout without `pip in
 import torch
 
 from align.callbacks import drift_metrics, gradient_cosine, measure_pairs, plot_drift
-from align.data import load_preference_dataset, prepare_preference_dataset, write_text_atomic
-from align.models import BUILTIN_PREFIX, checkpoint_kind, load_checkpoint, load_checkpoint_tokenizer, load_tokenizer, model_config
+from align.data import json_safe, load_preference_dataset, prepare_preference_dataset, write_text_atomic
+from align.models import (
+    BUILTIN_PREFIX,
+    checkpoint_kind,
+    load_checkpoint,
+    load_checkpoint_tokenizer,
+    load_tokenizer,
+    model_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -162,21 +169,11 @@ def drift_table(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _finite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
 def write_outputs(records: list[dict], meta: dict, output_dir: str | Path) -> dict[str, Path]:
     """``drift.json`` (records + meta), ``drift.md`` and ``drift.png`` in ``output_dir``, each atomically."""
     output_dir = Path(output_dir)
     paths = {"json": output_dir / "drift.json", "md": output_dir / "drift.md", "png": output_dir / "drift.png"}
-    write_text_atomic(paths["json"], json.dumps(_finite({"records": records, "meta": meta}), indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(paths["json"], json.dumps(json_safe({"records": records, "meta": meta}), indent=2, ensure_ascii=False) + "\n")
     baseline = records[0]["label"]
     header = f"# Likelihood drift against `{baseline}`\n\n{meta.get('probes', '?')} probe pairs, β = {meta.get('beta')}; Δ = change since the baseline.\n\n"
     write_text_atomic(paths["md"], header + drift_table(records))

@@ -18,7 +18,14 @@ from align.data.formats import (
     normalize_rows,
 )
 from align.data.gsm8k import corrupt_solution, final_answer, gsm8k_pairs, load_gsm8k
-from align.data.loading import dataset_kind, load_preference_dataset, read_rows, write_jsonl, write_text_atomic
+from align.data.loading import (
+    dataset_kind,
+    json_safe,
+    load_preference_dataset,
+    read_rows,
+    write_jsonl,
+    write_text_atomic,
+)
 from align.data.prepare import prepare_preference_dataset
 from align.data.tasks import arithmetic_problems, builtin_arithmetic, load_prompt_dataset
 from align.data.tokenize import tokenize_dataset, tokenize_row
@@ -37,6 +44,7 @@ __all__ = [
     "detect_kind",
     "final_answer",
     "gsm8k_pairs",
+    "json_safe",
     "load_gsm8k",
     "load_preference_dataset",
     "load_prompt_dataset",

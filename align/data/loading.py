@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset, DatasetInfo
 
 from align.data.formats import DataValidationError, check_kind, normalize_rows
 
-__all__ = ["SUPPORTED_SUFFIXES", "dataset_kind", "load_preference_dataset", "read_rows", "write_jsonl"]
+__all__ = ["SUPPORTED_SUFFIXES", "dataset_kind", "json_safe", "load_preference_dataset", "read_rows", "write_jsonl", "write_text_atomic"]
 
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".parquet")
 BUILTIN_PREFIX = "builtin:"
@@ -146,6 +148,18 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±inf) replaced by None, in nested dicts and
+    lists: strict JSON has no NaN, and readers other than Python's reject it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -24,6 +24,7 @@ from align.rewards.base import (
 )
 from align.rewards.gsm8k import GSM8KVerifier, extract_answer, normalize_number
 from align.rewards.hf import HFRewardModel
+from align.rewards.lm_judge import LMJudge
 from align.rewards.openai_judge import OpenAIJudge
 from align.rewards.preferences import (
     GroupJudgement,
@@ -42,6 +43,7 @@ __all__ = [
     "GSM8KVerifier",
     "GroupJudgement",
     "HFRewardModel",
+    "LMJudge",
     "Message",
     "OpenAIJudge",
     "PairwiseJudge",
