@@ -35,12 +35,21 @@ class DriftArguments:
     """The likelihood-drift probes every recipe runs by default (align.callbacks.LikelihoodDriftCallback)."""
 
     drift: bool = field(default=True, metadata={"help": "Track chosen/rejected log-likelihood drift on probe pairs."})
-    drift_num_probes: int = field(default=16, metadata={"help": "Probe pairs: from the eval set, else held back from training."})
-    drift_eval_steps: float | None = field(default=None, metadata={"help": "Measure every N steps (default: eval_steps, else logging_steps)."})
+    drift_num_probes: int = field(
+        default=16, metadata={"help": "Probe pairs: from the eval set, else held back from training."}
+    )
+    drift_eval_steps: float | None = field(
+        default=None, metadata={"help": "Measure every N steps (default: eval_steps, else logging_steps)."}
+    )
     drift_top_k: int = field(default=20, metadata={"help": "k of the top-k entropy and mass."})
-    drift_entanglement_every: int = field(default=4, metadata={"help": "Gradient cosine every N measurements (0: never)."})
+    drift_entanglement_every: int = field(
+        default=4, metadata={"help": "Gradient cosine every N measurements (0: never)."}
+    )
     drift_entanglement_pairs: int = field(default=2, metadata={"help": "Probe pairs in the gradient cosine."})
-    drift_warn_threshold: float = field(default=0.1, metadata={"help": "Warn when the chosen log-prob per token fell by more (nats) while the margin grew."})
+    drift_warn_threshold: float = field(
+        default=0.1,
+        metadata={"help": "Warn when the chosen log-prob per token fell by more (nats) while the margin grew."},
+    )
 
     def callbacks(self) -> list:
         if not self.drift:
@@ -56,9 +65,12 @@ class DriftArguments:
         ]  # fmt: skip
 
 
-def parse_recipe_args(config_cls, default_config: str | Path, argv: list[str] | None = None, *, data_classes: tuple = (DataArguments,)):
-    """Parse ``(data, config_cls, ModelConfig, DriftArguments, *more)`` from a YAML file and the
-    command line, where ``data_classes = (data class, *more classes)`` (default: DataArguments).
+def parse_recipe_args(
+    config_cls, default_config: str | Path, argv: list[str] | None = None, *, data_classes: tuple = (DataArguments,)
+):
+    """Parse ``(data, config_cls, ModelConfig, DriftArguments, BenchmarkArguments, *more)`` from a
+    YAML file and the command line, where ``data_classes = (data class, *more classes)`` (default:
+    DataArguments).
 
     Without ``--config`` the recipe's own YAML is used, so ``accelerate launch recipes/rpo.py`` runs
     the documented default; every field can still be overridden (``--max_steps 5``). ``--config``
@@ -68,7 +80,9 @@ def parse_recipe_args(config_cls, default_config: str | Path, argv: list[str] | 
     if "--config" not in argv:
         argv = ["--config", str(default_config), *argv]
     first, *more = data_classes
-    parser = TrlParser((first, config_cls, ModelConfig, DriftArguments, *more))
+    from align.evaluation.hook import BenchmarkArguments
+
+    parser = TrlParser((first, config_cls, ModelConfig, DriftArguments, BenchmarkArguments, *more))
     return parser.parse_args_and_config(argv)
 
 

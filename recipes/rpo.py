@@ -32,13 +32,13 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "rpo.yaml"
 
 
 def main(argv: list[str] | None = None):
-    data_args, training_args, model_args, drift_args, loop_args = parse_recipe_args(
+    data_args, training_args, model_args, drift_args, benchmark_args, loop_args = parse_recipe_args(
         RPOConfig, DEFAULT_CONFIG, argv, data_classes=(DataArguments, LoopArguments)
     )
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     if loop_args.iterations > 0:
         loop = OnPolicyLoop(
-            loop_args=loop_args, training_args=training_args, model_args=model_args, drift_args=drift_args,
+            loop_args=loop_args, training_args=training_args, model_args=model_args, drift_args=drift_args, benchmark_args=benchmark_args,
             trainer_cls=RPOTrainer, method="iterative_rpo",
             build_pairs=functools.partial(rpo_pairs, pairs_per_prompt=loop_args.pairs_per_prompt),
         )  # fmt: skip
@@ -67,9 +67,11 @@ def main(argv: list[str] | None = None):
         eval_dataset=evaluation,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        callbacks=drift_args.callbacks(),
+        callbacks=[*drift_args.callbacks(), *benchmark_args.callbacks()],
     )
-    result = trainer.train(resume_from_checkpoint=last_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint))
+    result = trainer.train(
+        resume_from_checkpoint=last_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
+    )
     trainer.save_metrics("train", result.metrics)  # train_results.json: runtime, samples/s, loss
     if evaluation is not None:
         trainer.evaluate()

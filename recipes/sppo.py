@@ -27,7 +27,7 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "sppo.yaml"
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    loop_args, training_args, model_args, drift_args = parse_recipe_args(
+    loop_args, training_args, model_args, drift_args, benchmark_args = parse_recipe_args(
         SPPOConfig, DEFAULT_CONFIG, argv, data_classes=(LoopArguments,)
     )
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         training_args=training_args,
         model_args=model_args,
         drift_args=drift_args,
+        benchmark_args=benchmark_args,
         trainer_cls=SPPOTrainer,
         build_pairs=functools.partial(sppo_pairs, skip_ties=loop_args.skip_ties),
         method=f"sppo/{training_args.objective}",

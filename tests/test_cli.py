@@ -12,8 +12,10 @@ RPO_CLASSES = (DataArguments, LoopArguments)  # what recipes/rpo.py parses
 
 
 def test_default_yaml_with_command_line_overrides(tmp_path):
-    data, training, model, drift, loop = parse_recipe_args(
-        RPOConfig, RPO_YAML, ["--max_steps", "3", "--alpha", "0", "--output_dir", str(tmp_path), "--bf16", "false"],
+    data, training, model, drift, _, loop = parse_recipe_args(
+        RPOConfig,
+        RPO_YAML,
+        ["--max_steps", "3", "--alpha", "0", "--output_dir", str(tmp_path), "--bf16", "false"],
         data_classes=RPO_CLASSES,
     )
     assert loop.iterations == 0  # rpo.yaml: one training run, not the loop
@@ -25,9 +27,9 @@ def test_default_yaml_with_command_line_overrides(tmp_path):
 
 
 def test_drift_can_be_switched_off_and_tuned():
-    _, _, _, drift, _ = parse_recipe_args(RPOConfig, RPO_YAML, ["--drift", "false"], data_classes=RPO_CLASSES)
+    _, _, _, drift, _, _ = parse_recipe_args(RPOConfig, RPO_YAML, ["--drift", "false"], data_classes=RPO_CLASSES)
     assert drift.callbacks() == []
-    _, _, _, drift, _ = parse_recipe_args(
+    _, _, _, drift, _, _ = parse_recipe_args(
         RPOConfig, RPO_YAML, ["--drift_num_probes", "5", "--drift_eval_steps", "3"], data_classes=RPO_CLASSES
     )
     (callback,) = drift.callbacks()
@@ -37,7 +39,9 @@ def test_drift_can_be_switched_off_and_tuned():
 def test_another_config_file_replaces_the_default(tmp_path):
     other = tmp_path / "other.yaml"
     other.write_text(f"model_name_or_path: some/model\noutput_dir: {tmp_path}\nmax_steps: 7\n")
-    data, training, model, drift, loop = parse_recipe_args(RPOConfig, RPO_YAML, ["--config", str(other)], data_classes=RPO_CLASSES)
+    _, training, model, _, _, _ = parse_recipe_args(
+        RPOConfig, RPO_YAML, ["--config", str(other)], data_classes=RPO_CLASSES
+    )
     assert model.model_name_or_path == "some/model" and training.max_steps == 7 and not model.use_peft
 
 
@@ -71,9 +75,11 @@ def test_loop_configs_parse():
 
     for name, config_cls, classes in (("sppo.yaml", SPPOConfig, (LoopArguments,)), ("sppo_paper.yaml", SPPOConfig, (LoopArguments,)),
                                       ("rpo_loop.yaml", RPOConfig, RPO_CLASSES)):  # fmt: skip
-        parsed = parse_recipe_args(config_cls, ROOT / "recipes" / "configs" / name, ["--bf16", "false"], data_classes=classes)
+        parsed = parse_recipe_args(
+            config_cls, ROOT / "recipes" / "configs" / name, ["--bf16", "false"], data_classes=classes
+        )
         loop = parsed[-1] if config_cls is RPOConfig else parsed[0]
         assert loop.iterations >= 2, name
-    _, training, _, _ = parse_recipe_args(SPPOConfig, ROOT / "recipes" / "configs" / "sppo_paper.yaml", ["--bf16", "false"],
+    _, training, _, _, _ = parse_recipe_args(SPPOConfig, ROOT / "recipes" / "configs" / "sppo_paper.yaml", ["--bf16", "false"],
                                           data_classes=(LoopArguments,))  # fmt: skip
     assert training.beta == 0.001 and training.objective == "sppo"

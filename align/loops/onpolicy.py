@@ -39,6 +39,7 @@ VOLATILE_TRAINING_FIELDS = {
     "logging_steps", "logging_dir", "report_to", "disable_tqdm", "dataloader_num_workers", "logging_first_step",
     "save_total_limit", "resume_from_checkpoint", "overwrite_output_dir", "run_name", "push_to_hub", "hub_token",
     "local_rank", "logging_strategy", "log_level", "log_level_replica", "accelerator_config", "deepspeed",
+    "output_dir",  # a run folder may be moved or copied and resumed there
 }  # fmt: skip
 
 
@@ -47,27 +48,42 @@ class LoopArguments:
     """The on-policy loop: which prompts, how many samples, which judge, how many iterations."""
 
     iterations: int = field(default=3, metadata={"help": "On-policy iterations (0: train once on --dataset, no loop)."})
-    prompts: str = field(default="builtin:arithmetic", metadata={"help": "Prompt dataset (hub id, local file, builtin:<name>)."})
+    prompts: str = field(
+        default="builtin:arithmetic", metadata={"help": "Prompt dataset (hub id, local file, builtin:<name>)."}
+    )
     prompts_split: str = field(default="train", metadata={"help": "Its split."})
     prompts_per_iteration: int = field(
         default=64, metadata={"help": "Fresh prompts per iteration: iteration t uses the t-th slice (wrapping around)."}
     )
     prompt_field: str = field(default="prompt", metadata={"help": "Column holding the prompt (text or messages)."})
-    eval_prompts: str | None = field(default="builtin:arithmetic", metadata={"help": "Held-out prompts (none: no evaluation)."})
+    eval_prompts: str | None = field(
+        default="builtin:arithmetic", metadata={"help": "Held-out prompts (none: no evaluation)."}
+    )
     eval_prompts_split: str = field(default="test", metadata={"help": "Their split."})
     num_eval_prompts: int = field(default=64, metadata={"help": "Held-out prompts evaluated after each iteration."})
-    judge: str = field(default="gsm8k_verifier", metadata={"help": "align.rewards plug-in: a verifier, reward model or pairwise judge."})
-    judge_options: str = field(default="{}", metadata={"help": "JSON options for the judge, e.g. '{\"batch_size\": 8}'."})
+    judge: str = field(
+        default="gsm8k_verifier",
+        metadata={"help": "align.rewards plug-in: a verifier, reward model or pairwise judge."},
+    )
+    judge_options: str = field(
+        default="{}", metadata={"help": "JSON options for the judge, e.g. '{\"batch_size\": 8}'."}
+    )
     num_samples: int = field(default=4, metadata={"help": "K completions per prompt."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (the SPPO paper: 0.7)."})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling (the SPPO paper: 0.9)."})
     max_new_tokens: int = field(default=64, metadata={"help": "Tokens per sampled completion."})
     generation_batch_size: int = field(default=32, metadata={"help": "Sequences per generate call."})
     generation_chunk_size: int = field(default=16, metadata={"help": "Prompts per resumable generation chunk."})
-    eval_max_new_tokens: int | None = field(default=None, metadata={"help": "Tokens per evaluation answer (default: max_new_tokens)."})
+    eval_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Tokens per evaluation answer (default: max_new_tokens)."}
+    )
     skip_ties: bool = field(default=True, metadata={"help": "SPPO: skip prompts whose samples were all judged equal."})
-    pairs_per_prompt: int = field(default=1, metadata={"help": "Iterative RPO: pairs per problem (the paper: up to 10)."})
-    start_over: bool = field(default=False, metadata={"help": "Delete a run folder made by a different config and restart."})
+    pairs_per_prompt: int = field(
+        default=1, metadata={"help": "Iterative RPO: pairs per problem (the paper: up to 10)."}
+    )
+    start_over: bool = field(
+        default=False, metadata={"help": "Delete a run folder made by a different config and restart."}
+    )
 
 
 def load_prompt_rows(source: str, split: str, prompt_field: str = "prompt") -> list[dict]:
@@ -114,10 +130,14 @@ class OnPolicyLoop:
         trainer_cls,
         build_pairs: Callable[[list[dict]], tuple[list[dict], dict]],
         drift_args=None,
+        benchmark_args=None,
         method: str,
     ):
         self.loop_args, self.training_args, self.model_args = loop_args, training_args, model_args
         self.trainer_cls, self.build_pairs, self.drift_args, self.method = trainer_cls, build_pairs, drift_args, method
+        # not part of the run's config: adding a benchmark to a finished run re-runs only that stage
+        self.benchmark_args = benchmark_args
+        self.benchmark = benchmark_args.build() if benchmark_args is not None else None
         self.state = PartialState()
 
     # -- setup ---------------------------------------------------------------------------------
@@ -189,7 +209,9 @@ class OnPolicyLoop:
                 atomic_write_json(it.chunks / f"chunk-{index:05d}.json", results)
 
         generator = HFGenerator(model, tokenizer, accelerator, show_progress=self.main)
-        return generator.generate([p["prompt"] for p in prompts], self.sampling(t=it.index), on_chunk=on_chunk, done_chunks=done)
+        return generator.generate(
+            [p["prompt"] for p in prompts], self.sampling(t=it.index), on_chunk=on_chunk, done_chunks=done
+        )
 
     def judge(self, judge, prompts: list[dict], samples: list[list[str]]) -> list[dict]:
         from align.rewards import score_groups
@@ -207,7 +229,9 @@ class OnPolicyLoop:
             judged.append(item)
         return judged
 
-    def evaluate(self, model, tokenizer, judge, eval_rows: list[dict], *, accelerator=None, baseline: list[str] | None = None) -> dict:
+    def evaluate(
+        self, model, tokenizer, judge, eval_rows: list[dict], *, accelerator=None, baseline: list[str] | None = None
+    ) -> dict:
         """Greedy answers to the held-out prompts: accuracy for a verifier, else the win rate of
         these answers against the starting model's (``baseline``) under the judge."""
         from align.generation import HFGenerator
@@ -229,6 +253,30 @@ class OnPolicyLoop:
             result["win_rate_vs_start"] = float(sum(probs) / len(probs))
         return result
 
+    def run_benchmark(self, it, stage: str, model, tokenizer, *, accelerator=None) -> None:
+        """The ``benchmark`` (or, on the starting model, ``benchmark_start``) stage: the configured
+        benchmark on ``model``, its files in ``<iteration>/<stage>/``, its metrics in the manifest.
+        A stage finished under other benchmark settings is run again."""
+        from align.loops.run import fingerprint
+
+        folder = it.path / stage
+        if self.main and folder.exists():  # a killed attempt: its answers may be partial or stale
+            shutil.rmtree(folder)
+        self._barrier()
+        metrics = self.benchmark.run(model, tokenizer, accelerator=accelerator, output_dir=folder)
+        if self.main:
+            it.finish(
+                stage, {"benchmark": self.benchmark.name, "settings": fingerprint(self.benchmark.settings()), **metrics}
+            )
+        self._barrier()
+
+    def _benchmark_done(self, it, stage: str) -> bool:
+        from align.loops.run import fingerprint
+
+        if not it.done(stage):
+            return False
+        return it.summary(stage).get("settings") == fingerprint(self.benchmark.settings())
+
     def train(self, it, model, tokenizer, pairs: list[dict]):
         from datasets import Dataset
 
@@ -243,6 +291,12 @@ class OnPolicyLoop:
             (callback,) = self.drift_args.callbacks()
             callback.probe_dataset = Dataset.from_list(pairs[: callback.num_probes])
             callbacks.append(callback)
+        if self.benchmark is not None and self.benchmark_args.benchmark_every_steps:
+            from align.evaluation.hook import BenchmarkCallback
+
+            # the loop's own benchmark stage covers the start and the end of each iteration
+            callbacks.append(BenchmarkCallback(self.benchmark, every_steps=self.benchmark_args.benchmark_every_steps,
+                                               at_start=False, at_end=False))  # fmt: skip
         trainer = self.trainer_cls(
             model=model, args=args, train_dataset=Dataset.from_list(pairs), eval_dataset=None, processing_class=tokenizer,
             peft_config=get_peft_config(self.model_args), callbacks=callbacks,
@@ -274,7 +328,11 @@ class OnPolicyLoop:
         tokenizer = load_tokenizer(self.model_args)
         judge = load_reward(la.judge, **json.loads(la.judge_options or "{}"))
         prompts = load_prompt_rows(la.prompts, la.prompts_split, la.prompt_field)
-        eval_rows = load_prompt_rows(la.eval_prompts, la.eval_prompts_split, la.prompt_field)[: la.num_eval_prompts] if la.eval_prompts else []
+        eval_rows = (
+            load_prompt_rows(la.eval_prompts, la.eval_prompts_split, la.prompt_field)[: la.num_eval_prompts]
+            if la.eval_prompts
+            else []
+        )
         summaries = []
         for t in range(la.iterations):
             it = run.iteration(t)
@@ -286,6 +344,9 @@ class OnPolicyLoop:
                     atomic_write_json(it.path / "eval_start.json", start)
                     it.finish("evaluate_start", {k: v for k, v in start.items() if k != "answers"})
                 self._barrier()
+            if t == 0 and self.benchmark is not None and not self._benchmark_done(it, "benchmark_start"):
+                policy = policy or self.load_policy(run, 0)
+                self.run_benchmark(it, "benchmark_start", policy, tokenizer)
             batch = _iteration_slice(prompts, t, la.prompts_per_iteration)
             if not it.done("generate"):
                 policy = policy or self.load_policy(run, t)
@@ -311,7 +372,9 @@ class OnPolicyLoop:
                 if self.main:
                     pairs, stats = self.build_pairs(_read_jsonl(it.judged))
                     if not pairs:
-                        raise RuntimeError(f"iteration {t}: no preference pairs from {it.judged} ({stats}); more samples or prompts needed")
+                        raise RuntimeError(
+                            f"iteration {t}: no preference pairs from {it.judged} ({stats}); more samples or prompts needed"
+                        )
                     write_jsonl(pairs, it.dataset)
                     it.finish("dataset", stats)
                 self._barrier()
@@ -328,12 +391,22 @@ class OnPolicyLoop:
                 else:
                     model, accelerator = self.load_policy(run, t + 1), None
                 start_file = run.iteration(0).path / "eval_start.json"
-                baseline = read_json(start_file)["answers"] if start_file.exists() and not isinstance(judge, Verifier) else None
+                baseline = (
+                    read_json(start_file)["answers"]
+                    if start_file.exists() and not isinstance(judge, Verifier)
+                    else None
+                )
                 result = self.evaluate(model, tokenizer, judge, eval_rows, accelerator=accelerator, baseline=baseline)
                 if self.main:
                     atomic_write_json(it.eval, result)
                     it.finish("evaluate", {k: v for k, v in result.items() if k != "answers"})
                 self._barrier()
+            if self.benchmark is not None and not self._benchmark_done(it, "benchmark"):
+                if trainer is not None:
+                    model, accelerator = trainer.model_wrapped, trainer.accelerator
+                else:
+                    model, accelerator = self.load_policy(run, t + 1), None
+                self.run_benchmark(it, "benchmark", model, tokenizer, accelerator=accelerator)
             del trainer, policy
             gc.collect()
             summaries.append(self.summary(run, t))
@@ -351,6 +424,10 @@ class OnPolicyLoop:
         for key in ("accuracy", "win_rate_vs_start"):
             if key in manifest.get("evaluate", {}):
                 out[key] = manifest["evaluate"][key]
+        if self.benchmark is not None and "benchmark" in manifest:
+            out[f"benchmark/{self.benchmark.name}/{self.benchmark.headline}"] = manifest["benchmark"].get(
+                self.benchmark.headline
+            )
         drift = it.train_dir / "likelihood_drift.jsonl"
         if drift.exists():
             last = _read_jsonl(drift)[-1]
@@ -360,19 +437,25 @@ class OnPolicyLoop:
         return out
 
     def table(self, run: RunFolder, iterations: int) -> str:
-        """Markdown table: held-out score per iteration and the chosen/rejected drift."""
-        first = run.iteration(0).manifest()["stages"].get("evaluate_start", {})
+        """Markdown table: held-out score per iteration, the benchmark's headline metric (when one
+        is configured) and the chosen/rejected drift."""
+        stages = run.iteration(0).manifest()["stages"]
+        first = stages.get("evaluate_start", {})
         metric = "accuracy" if "accuracy" in first or self.loop_args.judge.startswith("gsm8k") else "win_rate_vs_start"
+        bench = None if self.benchmark is None else f"benchmark/{self.benchmark.name}/{self.benchmark.headline}"
+        bench_title = "" if bench is None else f" {self.benchmark.name} {self.benchmark.headline.replace('_', ' ')} |"
         lines = [
-            f"| iteration | pairs | sample accuracy | held-out {metric.replace('_', ' ')} | Δ chosen logp/tok | Δ rejected logp/tok | displaced |",
-            "|---|---|---|---|---|---|---|",
+            f"| iteration | pairs | sample accuracy | held-out {metric.replace('_', ' ')} |{bench_title} Δ chosen logp/tok | Δ rejected logp/tok | displaced |",
+            "|---|---|---|---|" + ("---|" if bench else "") + "---|---|---|",
         ]
-        if metric in first:
-            lines.append(f"| 0 (start) | | | {first[metric]:.3f} | | | |")
+        if metric in first or (bench and "benchmark_start" in stages):
+            start_bench = f" {_fmt(stages.get('benchmark_start', {}).get(self.benchmark.headline))} |" if bench else ""
+            lines.append(f"| 0 (start) | | | {_fmt(first.get(metric))} |{start_bench} | | |")
         for t in range(iterations):
             s = self.summary(run, t)
+            cell = f" {_fmt(s.get(bench))} |" if bench else ""
             lines.append(
-                f"| {t + 1} | {s.get('pairs', '')} | {_fmt(s.get('sample_accuracy'))} | {_fmt(s.get(metric))} | "
+                f"| {t + 1} | {s.get('pairs', '')} | {_fmt(s.get('sample_accuracy'))} | {_fmt(s.get(metric))} |{cell} "
                 f"{_fmt(s.get('chosen_drift'), '+.3f')} | {_fmt(s.get('rejected_drift'), '+.3f')} | {_fmt(s.get('displacement_rate'))} |"
             )
         return "\n".join(lines)
@@ -380,4 +463,3 @@ class OnPolicyLoop:
 
 def _fmt(value, spec: str = ".3f") -> str:
     return "" if value is None else format(value, spec)
-

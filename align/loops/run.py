@@ -12,6 +12,8 @@ every file written atomically, and the config that made the run.
         train/                    the Trainer's output_dir: checkpoints, likelihood_drift.{jsonl,png}
         model/                    the trained model or LoRA adapter  (stage "train")
         eval.json                 held-out evaluation of the trained model (stage "evaluate")
+        benchmark_start/          --benchmark on the starting model (iteration 0, stage "benchmark_start")
+        benchmark/                --benchmark on the trained model (stage "benchmark")
 
 A stage counts as finished only once its summary is in the manifest, and the manifest is written
 after the stage's files, so a process killed at any point leaves either a finished stage or one
@@ -100,7 +102,9 @@ class RunFolder:
             if saved["fingerprint"] != self.fingerprint:
                 if not start_over:
                     changed = sorted(
-                        key for key in set(saved["config"]) | set(config) if saved["config"].get(key) != _jsonable(config.get(key))
+                        key
+                        for key in set(saved["config"]) | set(config)
+                        if saved["config"].get(key) != _jsonable(config.get(key))
                     )
                     raise ConfigChangedError(
                         f"{self.root} was made by a different config (changed: {', '.join(changed) or 'unknown'}); "

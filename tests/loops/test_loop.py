@@ -54,12 +54,16 @@ def argv(setup, out: Path, **overrides) -> list[str]:
 
 def env(setup):
     root, _ = setup
-    return {**os.environ, "PYTHONPATH": f"{root / 'plugins'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "HF_HUB_OFFLINE": "1"}
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{root / 'plugins'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "HF_HUB_OFFLINE": "1",
+    }
 
 
 def run_sppo(setup, out, **overrides):
     cmd = [sys.executable, str(ROOT / "recipes" / "sppo.py"), *argv(setup, out, **overrides)]
-    return subprocess.run(cmd, env=env(setup), capture_output=True, text=True, timeout=900, cwd=ROOT)
+    return subprocess.run(cmd, check=False, env=env(setup), capture_output=True, text=True, timeout=900, cwd=ROOT)
 
 
 def lines(path: Path) -> list[dict]:
@@ -92,7 +96,10 @@ def test_two_iterations_end_to_end(uninterrupted):
         assert (it / "train" / "likelihood_drift.jsonl").exists()
         assert "win_rate_vs_start" in json.loads((it / "eval.json").read_text())
     # iteration 1 samples from π_1 on the next slice of prompts
-    assert lines(out / "iteration-00" / "samples.jsonl")[0]["prompt"] != lines(out / "iteration-01" / "samples.jsonl")[0]["prompt"]
+    assert (
+        lines(out / "iteration-00" / "samples.jsonl")[0]["prompt"]
+        != lines(out / "iteration-01" / "samples.jsonl")[0]["prompt"]
+    )
     assert "| iteration | pairs |" in result.stdout and "\n| 2 |" in result.stdout
 
 
@@ -104,6 +111,45 @@ def test_rerun_does_nothing_and_a_changed_config_is_refused(setup, uninterrupted
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing redone
     changed = run_sppo(setup, out, num_samples="4")
     assert changed.returncode != 0 and "changed: loop" in changed.stderr and "--start_over true" in changed.stderr
+
+
+def test_a_benchmark_added_to_a_finished_run_runs_only_its_stages(setup, uninterrupted, tmp_path):
+    """--benchmark gsm8k on a finished run: the starting model and each iteration's model are
+    benchmarked (nothing else is redone), the table gets the column, and a re-run does nothing."""
+    import shutil
+
+    from align.data.gsm8k import LOCAL_GSM8K_TEST
+
+    if not LOCAL_GSM8K_TEST.is_file():
+        pytest.skip("../shared/data/gsm8k is not present")
+    reference, _ = uninterrupted
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    trained = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and "benchmark" not in p.parts[-2:]}
+    flags = {"benchmark": "gsm8k", "benchmark_limit": "2", "benchmark_max_new_tokens": "4", "benchmark_batch_size": "2"}
+    result = run_sppo(setup, out, **flags)
+    assert result.returncode == 0, result.stderr[-4000:]
+    for t in range(2):
+        manifest = json.loads((out / f"iteration-{t:02d}" / "manifest.json").read_text())["stages"]
+        assert manifest["benchmark"]["benchmark"] == "gsm8k" and manifest["benchmark"]["num_problems"] == 2
+        assert (out / f"iteration-{t:02d}" / "benchmark" / "samples.jsonl").exists()
+    assert "benchmark_start" in json.loads((out / "iteration-00" / "manifest.json").read_text())["stages"]
+    assert all(p.stat().st_mtime_ns == m for p, m in trained.items() if p.name != "manifest.json")  # nothing retrained
+    assert "gsm8k accuracy |" in result.stdout and "\n| 2 |" in result.stdout
+
+    # the starting model's answers are those of eval/gsm8k.py on the base model (greedy)
+    from tests.scripts import load_script
+
+    load_script("eval/gsm8k.py").main(
+        ["--model", str(setup[1]), "--limit", "2", "--max_new_tokens", "4", "--output_dir", str(tmp_path / "base")]
+    )
+    start = lines(out / "iteration-00" / "benchmark_start" / "samples.jsonl")
+    assert [r["outputs"] for r in start] == [r["outputs"] for r in lines(tmp_path / "base" / "samples.jsonl")]
+
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    again = run_sppo(setup, out, **flags)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.slow
@@ -128,7 +174,9 @@ def test_sigkill_at_random_points_then_resume_gives_the_same_run(setup, uninterr
     for t in range(2):
         ours, theirs = out / f"iteration-{t:02d}", reference / f"iteration-{t:02d}"
         samples = lines(ours / "samples.jsonl")
-        assert [s["index"] for s in samples] == [s["index"] for s in lines(theirs / "samples.jsonl")]  # each prompt once
+        assert [s["index"] for s in samples] == [
+            s["index"] for s in lines(theirs / "samples.jsonl")
+        ]  # each prompt once
         for name in ("samples.jsonl", "judged.jsonl", "dataset.jsonl"):
             assert lines(ours / name) == lines(theirs / name), (t, name)
         assert not (ours / "samples.chunks").exists() and not (ours / "model.partial").exists()
@@ -144,7 +192,7 @@ def test_one_iteration_on_two_processes(setup, uninterrupted, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--dynamo_backend", "no", "--mixed_precision", "no", "--main_process_port", str(_free_port()),
            str(ROOT / "recipes" / "sppo.py"), *argv(setup, out, iterations="1", per_device_train_batch_size="1")]  # fmt: skip
-    result = subprocess.run(cmd, env={**env(setup), "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"},
+    result = subprocess.run(cmd, check=False, env={**env(setup), "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"},
                             capture_output=True, text=True, timeout=900, cwd=ROOT)  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     ours, theirs = out / "iteration-00", reference / "iteration-00"
