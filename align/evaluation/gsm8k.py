@@ -117,7 +117,13 @@ def load_gsm8k_split(split: str = "test", data_file: str | Path | None = None) -
     else:
         local = LOCAL_GSM8K_TEST if split == "test" else LOCAL_GSM8K_TRAIN
         source = str(local) if local.is_file() else f"openai/gsm8k (main, {split})"
-        rows = load_gsm8k(local, split=split)
+        try:
+            rows = load_gsm8k(local, split=split)
+        except Exception as err:  # offline, or the hub unreachable: say where we looked
+            raise FileNotFoundError(
+                f"GSM8K {split} split: {local} does not exist and the hub's openai/gsm8k (config main) could not "
+                f"be loaded ({type(err).__name__}: {err}); put the JSONL file there or pass --data_file"
+            ) from err
     for i, row in enumerate(rows):
         for key in ("question", "answer"):
             if not isinstance(row.get(key), str) or not row[key].strip():

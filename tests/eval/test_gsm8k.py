@@ -141,6 +141,19 @@ def test_a_bad_data_row_names_the_file_row_and_field(tmp_path):
         load_gsm8k_split(data_file=tmp_path / "missing.jsonl")
 
 
+def test_no_local_copy_offline_fails_naming_both_places(tmp_path, monkeypatch):
+    import align.evaluation.gsm8k as gsm8k_eval
+
+    missing = tmp_path / "gsm8k" / "test.jsonl"
+    monkeypatch.setattr(gsm8k_eval, "LOCAL_GSM8K_TEST", missing)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(
+        FileNotFoundError, match=rf"{re.escape(str(missing))} does not exist and the hub's openai/gsm8k"
+    ):
+        load_gsm8k_split("test")
+
+
 # -- prompts ------------------------------------------------------------------------------------------
 
 
