@@ -34,6 +34,8 @@ __all__ = ["PreferenceConfig", "PreferenceTrainer", "completion_logps"]
 REFERENCE_STRATEGIES = ("auto", "model", "adapter", "precomputed", "none")
 # Per-completion and per-example columns the collator passes through to the objective's record
 # (reference log-probs are handled by the reference strategy, not passed as a field).
+# Logs made by callbacks (align.callbacks.drift, align.evaluation.hook) under these prefixes
+CALLBACK_LOG_PREFIXES = ("drift/", "benchmark/")
 _FIELDS = tuple(f for f in (*PER_COMPLETION_FIELDS, *PER_EXAMPLE_FIELDS) if f != "ref_logps")
 
 
@@ -460,7 +462,9 @@ class PreferenceTrainer(Trainer):
         return loss.detach(), None, None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if logs and all(key.startswith("drift/") for key in logs):  # a callback's own measurement
+        if logs and all(key.startswith(CALLBACK_LOG_PREFIXES) for key in logs):
+            # a callback's own measurement (drift probes, a benchmark): the training metrics
+            # buffered since the last loss log stay for that log
             return super().log(logs, start_time)
         mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
         metrics = self._reduce_metrics(self._metrics[mode])

@@ -40,7 +40,10 @@ def test_trainer_runs_the_benchmark_at_start_every_n_steps_and_at_the_end(tiny_m
     # logged through the Trainer next to the loss, under benchmark/gsm8k/<metric>
     logged = [h for h in trainer.state.log_history if "benchmark/gsm8k/accuracy" in h]
     assert [h["step"] for h in logged] == [0, 2, 3]
-    assert any("loss" in h for h in trainer.state.log_history)  # the loss logs were kept
+    assert all(key.startswith("benchmark/gsm8k/") or key in ("step", "epoch") for h in logged for key in h)
+    # the loss logs keep the objective's metrics (a benchmark log does not swallow the buffered ones)
+    losses = [h for h in trainer.state.log_history if "loss" in h]
+    assert [h["step"] for h in losses] == [1, 2, 3] and all("rewards/margins" in h for h in losses)
 
     # it sampled the model being trained: step 0 = the initial model, the end = the final model
     def outputs(folder):
