@@ -385,11 +385,14 @@ class OnPolicyLoop:
                 if self.main:
                     it.finish("train", {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
                 self._barrier()
-            if eval_rows and not it.done("evaluate"):
+            needs_eval = bool(eval_rows) and not it.done("evaluate")
+            needs_benchmark = self.benchmark is not None and not self._benchmark_done(it, "benchmark")
+            if needs_eval or needs_benchmark:  # π_{t+1}, loaded once for both stages
                 if trainer is not None:
                     model, accelerator = trainer.model_wrapped, trainer.accelerator
                 else:
                     model, accelerator = self.load_policy(run, t + 1), None
+            if needs_eval:
                 start_file = run.iteration(0).path / "eval_start.json"
                 baseline = (
                     read_json(start_file)["answers"]
@@ -401,12 +404,9 @@ class OnPolicyLoop:
                     atomic_write_json(it.eval, result)
                     it.finish("evaluate", {k: v for k, v in result.items() if k != "answers"})
                 self._barrier()
-            if self.benchmark is not None and not self._benchmark_done(it, "benchmark"):
-                if trainer is not None:
-                    model, accelerator = trainer.model_wrapped, trainer.accelerator
-                else:
-                    model, accelerator = self.load_policy(run, t + 1), None
+            if needs_benchmark:
                 self.run_benchmark(it, "benchmark", model, tokenizer, accelerator=accelerator)
+            model = accelerator = None  # drop π_{t+1} before the next iteration loads its own
             del trainer, policy
             gc.collect()
             summaries.append(self.summary(run, t))

@@ -66,13 +66,10 @@ def strict_answer(text: str) -> str | None:
     return None if match is None else normalize_number(match.group(1))
 
 
-_strict = strict_answer
-
-
 def extract_answer(text: str) -> str | None:
     """The answer of a completion or solution: the ``#### N`` number if there is one, else
     math-verify's extraction; numbers normalised (:func:`normalize_number`); None if no answer."""
-    strict = _strict(text)
+    strict = strict_answer(text)
     if strict is not None:
         return strict
     parsed = _parse(text)
@@ -84,7 +81,7 @@ def extract_answer(text: str) -> str | None:
 
 def _reference_answer(reference: str) -> str:
     """A reference's answer: "#### N" of a full solution, else the bare answer (normalised if a number)."""
-    answer = _strict(reference)
+    answer = strict_answer(reference)
     if answer is None:
         answer = normalize_number(reference) or reference.strip()
     if not answer:
@@ -94,7 +91,7 @@ def _reference_answer(reference: str) -> str:
 
 def _is_correct(completion: str, reference: str) -> bool:
     gold = _reference_answer(reference)
-    strict = _strict(completion)
+    strict = strict_answer(completion)
     if strict is not None and normalize_number(gold) is not None:
         return strict == gold
     from math_verify import verify
