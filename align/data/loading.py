@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from datasets import Dataset, DatasetInfo
 
 from align.data.formats import DataValidationError, check_kind, normalize_rows
 
-__all__ = ["SUPPORTED_SUFFIXES", "dataset_kind", "json_safe", "load_preference_dataset", "read_rows", "write_jsonl", "write_text_atomic"]
+__all__ = [
+    "SUPPORTED_SUFFIXES",
+    "dataset_kind",
+    "json_safe",
+    "load_preference_dataset",
+    "read_rows",
+    "write_jsonl",
+    "write_text_atomic",
+]
 
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".parquet")
 BUILTIN_PREFIX = "builtin:"
@@ -125,23 +134,31 @@ def write_jsonl(rows: Iterable[dict], path: str | os.PathLike) -> Path:
     """Write rows as JSON lines atomically (temp file in the same folder + ``os.replace``).
 
     A killed writer leaves the previous file (or none), never a truncated one that a resumed run
-    would trust.
+    would trust. Rows are streamed to the file, never joined in memory.
     """
+    with _atomic_file(path) as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return Path(path)
+
+
+@contextlib.contextmanager
+def _atomic_file(path: str | os.PathLike) -> Iterator[IO[str]]:
+    """A text file open for writing at a temporary name beside ``path``; on a clean exit it is
+    flushed, fsynced and renamed onto ``path`` (``os.replace``), on an error deleted."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; the result should read like any other file
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
-    return path
 
 
 def _umask() -> int:
@@ -164,17 +181,6 @@ def json_safe(value: Any) -> Any:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    with _atomic_file(path) as f:
+        f.write(text)
+    return Path(path)
