@@ -18,17 +18,11 @@ from align.data.formats import (
     normalize_rows,
 )
 from align.data.gsm8k import corrupt_solution, final_answer, gsm8k_pairs, load_gsm8k
-from align.data.loading import (
-    dataset_kind,
-    json_safe,
-    load_preference_dataset,
-    read_rows,
-    write_jsonl,
-    write_text_atomic,
-)
+from align.data.loading import dataset_kind, load_preference_dataset, read_rows
 from align.data.prepare import prepare_preference_dataset
 from align.data.tasks import arithmetic_problems, builtin_arithmetic, load_prompt_dataset
 from align.data.tokenize import tokenize_dataset, tokenize_row
+from align.io import json_safe, write_jsonl, write_text_atomic
 
 __all__ = [
     "KINDS",

@@ -1,15 +1,10 @@
-"""Load preference data from a file, a folder, a ``datasets.Dataset`` or the Hub; write JSONL atomically."""
+"""Load preference data from a file, a folder, a ``datasets.Dataset`` or the Hub (writers: :mod:`align.io`)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
-import tempfile
-from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
 
 from datasets import Dataset, DatasetInfo
 
@@ -18,11 +13,8 @@ from align.data.formats import DataValidationError, check_kind, normalize_rows
 __all__ = [
     "SUPPORTED_SUFFIXES",
     "dataset_kind",
-    "json_safe",
     "load_preference_dataset",
     "read_rows",
-    "write_jsonl",
-    "write_text_atomic",
 ]
 
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -128,59 +120,3 @@ def _read_file(path: Path) -> list[dict]:
             except json.JSONDecodeError as err:
                 raise DataValidationError(f"{path}: line {line_no + 1}: invalid JSON: {err.msg}") from None
     return rows
-
-
-def write_jsonl(rows: Iterable[dict], path: str | os.PathLike) -> Path:
-    """Write rows as JSON lines atomically (temp file in the same folder + ``os.replace``).
-
-    A killed writer leaves the previous file (or none), never a truncated one that a resumed run
-    would trust. Rows are streamed to the file, never joined in memory.
-    """
-    with _atomic_file(path) as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return Path(path)
-
-
-@contextlib.contextmanager
-def _atomic_file(path: str | os.PathLike) -> Iterator[IO[str]]:
-    """A text file open for writing at a temporary name beside ``path``; on a clean exit it is
-    flushed, fsynced and renamed onto ``path`` (``os.replace``), on an error deleted."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; the result should read like any other file
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with every non-finite float (NaN, ±inf) replaced by None, in nested dicts and
-    lists: strict JSON has no NaN, and readers other than Python's reject it."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``)."""
-    with _atomic_file(path) as f:
-        f.write(text)
-    return Path(path)

@@ -23,35 +23,19 @@ checkpoint).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
-from align.data import write_text_atomic
+from align.io import atomic_write_json, fingerprint, read_json
 
 __all__ = ["ConfigChangedError", "IterationFolder", "RunFolder", "atomic_write_json", "fingerprint", "read_json"]
 
 
 class ConfigChangedError(RuntimeError):
     """The run folder was made by a different config; resuming it would mix two experiments."""
-
-
-def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON atomically (:func:`align.data.write_text_atomic`)."""
-    return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str))
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def fingerprint(config: dict) -> str:
-    """sha256 of the canonical JSON of ``config`` (sorted keys)."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class IterationFolder:
