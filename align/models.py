@@ -287,3 +287,23 @@ def load_checkpoint_tokenizer(checkpoint: str, *, base_model: str | None = None)
     elif kind == "model" and not any((Path(checkpoint) / name).is_file() for name in _TOKENIZER_FILES):
         raise FileNotFoundError(f"checkpoint {checkpoint!r} has no tokenizer files; pass --tokenizer")
     return load_tokenizer(model_config(checkpoint))
+
+
+def load_eval_model(
+    spec: str, *, base_model: str | None = None, dtype: str = "float32", device: str | torch.device | None = None
+) -> tuple[torch.nn.Module, object]:
+    """``(model, tokenizer)`` for ``spec``: ``builtin:<name>``, a model or LoRA adapter folder
+    (:func:`load_checkpoint`), else a hub id. The model is in eval mode with its KV cache on, on
+    ``device`` (default: this process's accelerate device). Evaluation, the LM judge and the drift
+    measurements all load a model this way."""
+    from accelerate import PartialState
+
+    device = device if device is not None else PartialState().device
+    if spec.startswith(BUILTIN_PREFIX) or Path(spec).exists():
+        model = load_checkpoint(spec, base_model=base_model, device=device, dtype=dtype)
+        tokenizer = load_checkpoint_tokenizer(spec, base_model=base_model)
+    else:  # a hub id (downloaded once into the HF cache; offline runs need it cached already)
+        model = load_model(model_config(spec, dtype), for_training=False).to(device).eval()
+        tokenizer = load_tokenizer(model_config(spec, dtype))
+    model.config.use_cache = True
+    return model, tokenizer

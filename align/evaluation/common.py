@@ -1,7 +1,8 @@
 """What every benchmark shares: the model under evaluation, resumable sharded sampling, and files.
 
-- :func:`load_eval_model`: ``builtin:<name>``, a model folder, a LoRA adapter folder (merged into
-  its base) or a hub id → ``(model, tokenizer)`` in eval mode on this process's device.
+- :func:`load_eval_model` (from :mod:`align.models`, re-exported): ``builtin:<name>``, a model
+  folder, a LoRA adapter folder (merged into its base) or a hub id → ``(model, tokenizer)`` in
+  eval mode on this process's device.
 - :func:`generate_answers`: K completions per prompt through :class:`align.generation.HFGenerator`.
   Under ``accelerate launch`` with several processes the prompt chunks are dealt to the processes
   and the answers gathered on every one (each process holds a full copy of the model). With a
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from align.generation import HFGenerator, SamplingConfig
-from align.loops.run import atomic_write_json, fingerprint, read_json
+from align.io import atomic_write_json, fingerprint, read_json
+from align.models import load_eval_model
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -33,34 +35,6 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
-
-
-def load_eval_model(
-    spec: str = DEFAULT_MODEL, *, base_model: str | None = None, dtype: str = "float32", device: Any = None
-) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` for ``spec``: ``builtin:<name>``, a model or LoRA adapter folder
-    (:func:`align.models.load_checkpoint`), else a hub id. The model is in eval mode with its KV
-    cache on, on ``device`` (default: this process's accelerate device)."""
-    from accelerate import PartialState
-
-    from align.models import (
-        BUILTIN_PREFIX,
-        load_checkpoint,
-        load_checkpoint_tokenizer,
-        load_model,
-        load_tokenizer,
-        model_config,
-    )
-
-    device = device if device is not None else PartialState().device
-    if spec.startswith(BUILTIN_PREFIX) or Path(spec).exists():
-        model = load_checkpoint(spec, base_model=base_model, device=device, dtype=dtype)
-        tokenizer = load_checkpoint_tokenizer(spec, base_model=base_model)
-    else:  # a hub id (downloaded once into the HF cache; offline runs need it cached already)
-        model = load_model(model_config(spec, dtype), for_training=False).to(device).eval()
-        tokenizer = load_tokenizer(model_config(spec, dtype))
-    model.config.use_cache = True
-    return model, tokenizer
 
 
 def generator_name(spec: str) -> str:

@@ -268,9 +268,8 @@ def run_gsm8k(
     ``metrics.json``, each atomically; finished generation chunks go to ``output_dir/generation``
     so a killed run resumes (``cache_key`` names the model in that cache's key).
     """
-    from align.data import write_jsonl
     from align.evaluation.common import generate_answers
-    from align.loops.run import atomic_write_json
+    from align.io import atomic_write_json, write_jsonl
 
     config = config or GSM8KConfig()
     rows = load_gsm8k_split(config.split, config.data_file)

@@ -81,7 +81,7 @@ class LMJudge:
         max_response_tokens: int = 768,
         system_prompt: str = SYSTEM_PROMPT,
     ) -> None:
-        from align.evaluation.common import load_eval_model
+        from align.models import load_eval_model
 
         _check_settings(batch_size, max_response_tokens)
         loaded, tokenizer = load_eval_model(model, dtype=dtype, device=device)
