@@ -132,10 +132,14 @@ class LikelihoodDriftCallback(TrainerCallback):
         self.measure(state)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.interval(args, state) == 0:
+        # The last step is measured here (DefaultFlowCallback, always first, has set
+        # should_training_stop): in on_train_end the report_to integrations have already closed
+        # their runs (TensorBoard reopens a writer, MLflow starts a new run, Trackio a new init).
+        if state.global_step % self.interval(args, state) == 0 or control.should_training_stop:
             self.measure(state)
 
     def on_train_end(self, args, state, control, **kwargs):
+        # a fallback, for a stop decided after the step's callbacks (early stopping at an evaluation)
         if not self.records or self.records[-1]["step"] != state.global_step:
             self.measure(state)
         if self.trainer.is_world_process_zero():

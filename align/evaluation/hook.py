@@ -200,7 +200,10 @@ class BenchmarkCallback(TrainerCallback):
             self.evaluate(state)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.every_steps and state.global_step % self.every_steps == 0:
+        # The end is run at the last step, before the report_to integrations close their runs in
+        # their on_train_end (which runs before this callback's); on_train_end is the fallback.
+        at_end = self.at_end and control.should_training_stop
+        if self.every_steps and state.global_step % self.every_steps == 0 or at_end:
             self.evaluate(state)
 
     def on_train_end(self, args, state, control, **kwargs):
