@@ -42,7 +42,8 @@ def run(tiny_model_dir, tmp_path_factory):
         # variable when it is built (else it writes to <output_dir>/runs/<date>_<host>)
         patch.setenv("TENSORBOARD_LOGGING_DIR", str(logdir))
         bench = GSM8KBenchmark(GSM8KConfig(limit=3, max_new_tokens=8, batch_size=4))
-        callbacks = [LikelihoodDriftCallback(num_probes=2, eval_steps=PROBE_STEPS), BenchmarkCallback(bench, every_steps=2)]
+        drift = LikelihoodDriftCallback(num_probes=2, eval_steps=PROBE_STEPS)
+        callbacks = [drift, BenchmarkCallback(bench, every_steps=2)]
         args = config(tmp_path, max_steps=MAX_STEPS, logging_steps=LOGGING_STEPS, learning_rate=5e-2,
                       report_to=["tensorboard"])  # fmt: skip
         model, tok = load(tiny_model_dir)

@@ -33,6 +33,17 @@ class SPPO(Objective):
     Each completion's log-ratio is regressed onto η times its advantage over the policy, so P̂ = ½
     pushes Δ to 0 and a sure winner (P̂ = 1) to η/2. Default β = 0.001 (η = 1000), the official
     run's value. ``win_rates`` (B, 2) hold (P̂_w, P̂_l).
+
+    Scale: ℓ is the *sum* of the winner's and the loser's term, as in the paper's formula and TRL's
+    ``sppo_hard``; the official code takes their mean (uclaml/SPPO ``sppo/trainer.py``,
+    ``sppo_loss``: ``losses = (loss_w + loss_l)/2``, for ``sppo`` and ``sppo_single``), so ℓ and its
+    gradient g are twice the official ones (the logged ``loss`` too). The minimiser is the same; what
+    changes is the scale the clipping and the optimizer see. clip(2g, c) = 2·clip(g, c/2): clipping at
+    ``max_grad_norm`` c here acts like c/2 there. Adam(W) and RMSprop divide by the root mean square of
+    the gradient, so their steps are unchanged up to ε (ε here acts like ε/2 there); plain SGD takes
+    twice the step (the official code at twice the learning rate). Where the gradient norm exceeds c
+    in both runs (the logged ``grad_norm`` is before clipping; targets reach ±η/2 = ±500 at the
+    default β), the clipped gradients are equal and so are the steps, for any optimizer.
     """
 
     beta: float = 0.001
