@@ -1,5 +1,6 @@
 """Recipe plumbing: the default YAML, command-line overrides, and which checkpoint a re-run resumes."""
 
+import re
 from pathlib import Path
 
 from align.cli import DataArguments, last_checkpoint, parse_recipe_args
@@ -83,3 +84,85 @@ def test_loop_configs_parse():
     _, training, _, _, _ = parse_recipe_args(SPPOConfig, ROOT / "recipes" / "configs" / "sppo_paper.yaml", ["--bf16", "false"],
                                           data_classes=(LoopArguments,))  # fmt: skip
     assert training.beta == 0.001 and training.objective == "sppo"
+
+
+# -- mistakes on the command line and in the YAML: one clear message, raised while parsing ------------------
+
+import pytest  # noqa: E402
+
+from align.cli import ConfigError  # noqa: E402
+
+
+def _parse(argv, config=RPO_YAML):
+    return parse_recipe_args(RPOConfig, config, [*argv, "--bf16", "false"], data_classes=RPO_CLASSES)
+
+
+def test_abbreviated_flags_are_refused_with_the_close_names():
+    with pytest.raises(ConfigError, match=r"unknown option --max_step; did you mean --max_steps"):
+        _parse(["--max_step", "1"])
+    with pytest.raises(ConfigError, match="unexpected value 'extra'"):
+        _parse(["--max_steps", "2", "extra"])
+
+
+@pytest.mark.parametrize("value", ["-1e-4", "-0.5", "-3", "-.5", "-1E+2"])
+def test_negative_numbers_are_values_not_flags(value):
+    # a negative learning rate reaches the range check (and is refused there, naming it) ...
+    with pytest.raises(ConfigError, match=f"learning_rate must be >= 0, got {float(value)}"):
+        _parse(["--learning_rate", value])
+    # ... while a field that may be negative takes it
+    _, training, *_ = _parse(["--max_grad_norm", value])
+    assert training.max_grad_norm == float(value)
+
+
+def test_yaml_type_error_names_file_key_value_and_type(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("output_dir: out\nlearning_rate: fast\n")
+    with pytest.raises(ConfigError) as err:
+        _parse(["--config", str(bad)])
+    message = str(err.value)
+    assert message == f"{bad}: key 'learning_rate': value 'fast' is not a number"
+    for text, expected in (
+        ("max_steps: 1.5\n", "key 'max_steps': value 1.5 is not an integer"),
+        ("bf16: maybe\n", "key 'bf16': value 'maybe' is not true or false"),
+        ("lr_scheduler_type: cosin\n", "key 'lr_scheduler_type': value 'cosin' is not one of linear, cosine"),
+        ("beta: [0.1]\n", "key 'beta': got a list [0.1]; expected a number"),
+        ("max_stepz: 3\n", "unknown key 'max_stepz'; did you mean 'max_steps'"),
+        ("max_steps: [1\n", "line 2, column 1: invalid YAML"),
+        ("- 1\n- 2\n", "expected a mapping of keys to values, got a list"),
+    ):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(expected)) as err:
+            _parse(["--config", str(bad)])
+        assert str(bad) in str(err.value) and len(str(err.value).splitlines()) <= 2
+    with pytest.raises(ConfigError, match="--config .*missing.yaml: no such file"):
+        _parse(["--config", str(tmp_path / "missing.yaml")])
+
+
+def test_yaml_values_of_the_right_type_parse(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("output_dir: out\nmax_steps: 4.0\nbf16: false\nlora_target_modules: [q_proj, v_proj]\nbeta: 1\n")
+    _, training, model, *_ = _parse(["--config", str(good)])
+    assert (training.max_steps, training.beta, model.lora_target_modules) == (4, 1.0, ["q_proj", "v_proj"])
+
+
+def test_bad_objective_judge_and_ranges_fail_while_parsing():
+    from align.trainers import SPPOConfig
+
+    def sppo(*argv):
+        return parse_recipe_args(SPPOConfig, ROOT / "recipes" / "configs" / "sppo.yaml", [*argv, "--bf16", "false"],
+                                 data_classes=(LoopArguments,))  # fmt: skip
+
+    for argv, expected in (
+        (["--judge", "gsm8k_verifie"], "unknown reward 'gsm8k_verifie'; known rewards: gsm8k, gsm8k_verifier"),
+        (["--judge", "lm_judge", "--judge_options", '{"modle": "x"}'], "reward 'lm_judge'"),
+        (["--judge_options", "{x"], "judge_options is not JSON"),
+        (["--beta", "0"], "SPPO.beta must be a positive number, got 0.0"),
+        (["--temperature", "-1"], "temperature must be >= 0"),
+        (["--top_p", "0"], "top_p must be in (0, 1]"),
+        (["--num_samples", "0"], "num_samples must be a positive integer"),
+        (["--iterations", "-1"], "iterations must be >= 0"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            sppo(*argv)
+    with pytest.raises(ConfigError, match="unknown objective 'rpoo'"):
+        _parse(["--objective", "rpoo"])

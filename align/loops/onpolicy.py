@@ -85,6 +85,34 @@ class LoopArguments:
         default=False, metadata={"help": "Delete a run folder made by a different config and restart."}
     )
 
+    def __post_init__(self) -> None:
+        """Refuse a bad loop config while the arguments are parsed: before a run folder is written,
+        a model loaded or a sample drawn (a misspelt judge used to fail after run.json existed)."""
+        from align.generation import SamplingConfig
+        from align.rewards import check_reward_spec
+
+        for name in ("iterations", "prompts_per_iteration", "num_eval_prompts"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.pairs_per_prompt < 1:
+            raise ValueError(f"pairs_per_prompt must be >= 1, got {self.pairs_per_prompt}")
+        if self.iterations == 0:
+            return  # no loop: the sampling and judge fields are unused
+        SamplingConfig(num_samples=self.num_samples, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                       top_p=self.top_p, batch_size=self.generation_batch_size, chunk_size=self.generation_chunk_size)  # fmt: skip
+        if self.eval_max_new_tokens is not None and self.eval_max_new_tokens < 1:
+            raise ValueError(f"eval_max_new_tokens must be >= 1, got {self.eval_max_new_tokens}")
+        check_reward_spec(self.judge, **self.judge_kwargs())
+
+    def judge_kwargs(self) -> dict:
+        try:
+            options = json.loads(self.judge_options or "{}")
+        except json.JSONDecodeError as err:
+            raise ValueError(f"judge_options is not JSON ({err.msg}): {self.judge_options!r}") from None
+        if not isinstance(options, dict):
+            raise ValueError(f"judge_options must be a JSON object, got {self.judge_options!r}")
+        return options
+
 
 def load_prompt_rows(source: str, split: str, prompt_field: str = "prompt") -> list[dict]:
     """Prompt rows ``{"prompt", "answer"?, "solution"?}`` from any source align reads."""
@@ -326,7 +354,7 @@ class OnPolicyLoop:
         run = RunFolder(self.training_args.output_dir, self.config(), start_over=la.start_over, main_process=self.main)
         self._barrier()
         tokenizer = load_tokenizer(self.model_args)
-        judge = load_reward(la.judge, **json.loads(la.judge_options or "{}"))
+        judge = load_reward(la.judge, **la.judge_kwargs())
         prompts = load_prompt_rows(la.prompts, la.prompts_split, la.prompt_field)
         eval_rows = (
             load_prompt_rows(la.eval_prompts, la.eval_prompts_split, la.prompt_field)[: la.num_eval_prompts]

@@ -34,7 +34,7 @@ from align.rewards.preferences import (
     score_groups,
     win_rates,
 )
-from align.rewards.registry import available_rewards, load_reward, register_reward
+from align.rewards.registry import available_rewards, check_reward_spec, load_reward, register_reward
 
 __all__ = [
     "FunctionJudge",
@@ -58,6 +58,7 @@ __all__ = [
     "checked_scores",
     "checked_verdicts",
     "extract_answer",
+    "check_reward_spec",
     "load_reward",
     "normalize_number",
     "preference_matrix_from_judge",

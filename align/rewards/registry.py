@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from align.rewards.adapters import FunctionJudge, FunctionReward, FunctionVerifier
 from align.rewards.base import reward_kind
 
-__all__ = ["available_rewards", "load_reward", "register_reward"]
+__all__ = ["available_rewards", "check_reward_spec", "load_reward", "register_reward"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -85,20 +85,38 @@ def load_reward(spec: str, **options: Any) -> Any:
     spec = spec.strip()
     head, colon, argument = spec.partition(":")
     if head in _REGISTRY:
-        return _build_registered(_REGISTRY[head], spec, argument if colon else None, options)
+        entry = _REGISTRY[head]
+        args = _registered_args(entry, spec, argument if colon else None, options)
+        return entry.factory(*args, **options)
     if colon:
         return _import_plugin(spec, options)
     raise KeyError(f"unknown reward {spec!r}; known rewards: {_known()}")
 
 
-def _build_registered(entry: _Entry, spec: str, argument: str | None, options: dict[str, Any]) -> Any:
+def check_reward_spec(spec: str, **options: Any) -> None:
+    """Fail as :func:`load_reward` would on a wrong name, argument, import path or option, without
+    building the plug-in (no reward model or judge is loaded): what a recipe checks before it
+    writes anything or loads a model."""
+    spec = spec.strip()
+    head, colon, argument = spec.partition(":")
+    if head in _REGISTRY:
+        _registered_args(_REGISTRY[head], spec, argument if colon else None, options)
+    elif colon:
+        obj = _import_attr(spec)
+        if inspect.isclass(obj):
+            _check_options(spec, obj, (), options)
+    else:
+        raise KeyError(f"unknown reward {spec!r}; known rewards: {_known()}")
+
+
+def _registered_args(entry: _Entry, spec: str, argument: str | None, options: dict[str, Any]) -> tuple:
     if entry.argument is None and argument is not None:
         raise ValueError(f"reward {entry.name!r} takes no argument after ':', got {spec!r}")
     if entry.argument is not None and not argument:
         raise ValueError(f"reward {entry.name!r} needs an argument: '{entry.name}:<{entry.argument}>', got {spec!r}")
     args = () if argument is None else (argument,)
     _check_options(entry.name, entry.factory, args, options)
-    return entry.factory(*args, **options)
+    return args
 
 
 def _check_options(name: str, factory: Callable[..., Any], args: tuple[Any, ...], options: dict[str, Any]) -> None:
@@ -114,7 +132,7 @@ def _check_options(name: str, factory: Callable[..., Any], args: tuple[Any, ...]
         raise TypeError(f"reward {name!r}: {err}; it takes options {accepted}") from None
 
 
-def _import_plugin(spec: str, options: dict[str, Any]) -> Any:
+def _import_attr(spec: str) -> Any:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ValueError(f"reward spec {spec!r} must be 'package.module:attr'; known rewards: {_known()}")
@@ -129,7 +147,11 @@ def _import_plugin(spec: str, options: dict[str, Any]) -> Any:
             obj = getattr(obj, part)
         except AttributeError:
             raise AttributeError(f"reward {spec!r}: {module_name!r} has no attribute {attr!r}") from None
+    return obj
 
+
+def _import_plugin(spec: str, options: dict[str, Any]) -> Any:
+    obj = _import_attr(spec)
     if inspect.isclass(obj):
         _check_options(spec, obj, (), options)
         plugin = obj(**options)

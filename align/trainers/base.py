@@ -79,6 +79,11 @@ class PreferenceConfig(TrainingArguments):
             raise ValueError(f"reference must be one of {REFERENCE_STRATEGIES}, got {self.reference!r}")
         if self.overlong not in ("drop", "error"):
             raise ValueError(f"overlong must be 'drop' or 'error', got {self.overlong!r}")
+        if not self.learning_rate >= 0:  # also NaN; transformers takes any float and diverges later
+            raise ValueError(f"learning_rate must be >= 0, got {self.learning_rate!r}")
+        # Build the objective once here: an unknown name or a bad hyperparameter (beta <= 0, ...)
+        # fails while the arguments are parsed, before any data or model is loaded.
+        get_objective(self.objective, **self.objective_hyperparameters(objective_class(self.objective)))
         if self.bf16 and not torch.cuda.is_available() and not os.environ.get("ACCELERATE_USE_DEEPSPEED"):
             # transformers accepts bf16 autocast on CPU only with use_cpu; set it here so one YAML
             # serves GPUs (where use_cpu would be wrong) and CPU-only machines alike.

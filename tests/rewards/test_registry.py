@@ -16,6 +16,7 @@ from align.rewards import (
     RewardModel,
     Verifier,
     available_rewards,
+    check_reward_spec,
     load_reward,
     register_reward,
     registry,
@@ -190,3 +191,23 @@ def test_bad_import_targets(user_module, attr, error, match):
 def test_unknown_module():
     with pytest.raises(ImportError, match=r"cannot import module 'no_such_pkg_xyz.judges'.*known rewards"):
         load_reward("no_such_pkg_xyz.judges:Judge")
+
+
+def test_check_reward_spec_fails_like_load_reward_without_building(user_module):
+    """What a recipe checks before it writes anything: the same errors as load_reward, but a
+    reward model or judge is never constructed (hf_reward_model on a missing path is not opened)."""
+    check_reward_spec("gsm8k_verifier")
+    check_reward_spec("hf_reward_model:/no/such/folder", batch_size=4)  # the folder is read only by load_reward
+    check_reward_spec("lm_judge", model="builtin:smollm2-135m-instruct")  # no model is loaded
+    check_reward_spec(f"{user_module}:LengthReward", scale=2.0)
+    for spec, options, error, match in (
+        ("pairrm", {}, KeyError, "unknown reward 'pairrm'; known rewards"),
+        ("gsm8k_verifier:strict", {}, ValueError, "takes no argument after ':'"),
+        ("hf_reward_model", {}, ValueError, "needs an argument"),
+        ("gsm8k_verifier", {"tolerance": 0.1}, TypeError, r"it takes options \[\]"),
+        (f"{user_module}:LengthReward", {"nope": 1}, TypeError, "it takes options"),
+        (f"{user_module}:missing", {}, AttributeError, "has no attribute 'missing'"),
+        ("no_such_pkg_xyz.judges:Judge", {}, ImportError, "cannot import module"),
+    ):
+        with pytest.raises(error, match=match):
+            check_reward_spec(spec, **options)
