@@ -23,6 +23,7 @@ from trl.models import prepare_deepspeed
 from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model, hash_module, use_adapter
 
 from align.attention import use_varlen_attention
+from align.checkpoints import last_complete_checkpoint
 from align.data import PER_COMPLETION_FIELDS, PER_EXAMPLE_FIELDS, PreferenceCollator, prepare_preference_dataset
 from align.distributed import configure_cpu_distributed, configure_cpu_threads
 from align.objectives import CompletionGroups, Objective, get_objective, objective_class
@@ -36,6 +37,8 @@ REFERENCE_STRATEGIES = ("auto", "model", "adapter", "precomputed", "none")
 # (reference log-probs are handled by the reference strategy, not passed as a field).
 # Logs made by callbacks (align.callbacks.drift, align.evaluation.hook) under these prefixes
 CALLBACK_LOG_PREFIXES = ("drift/", "benchmark/")
+# trainer_state.json → stateful_callbacks[_LOSS_RECORD]: the run's summed training loss at a checkpoint
+_LOSS_RECORD = "align_train_loss"
 _FIELDS = tuple(f for f in (*PER_COMPLETION_FIELDS, *PER_EXAMPLE_FIELDS) if f != "ref_logps")
 
 
@@ -335,6 +338,41 @@ class PreferenceTrainer(Trainer):
         cls = objective_class(args.objective)
         return get_objective(args.objective, **args.objective_hyperparameters(cls))
 
+    # -- resuming ------------------------------------------------------------------------------------
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        """``Trainer.train`` that resumes exactly: a run resumed from its final checkpoint trains no
+        step past ``max_steps`` (the Trainer runs one more optimizer step before it checks), does
+        not evaluate "on start" again, and reports the whole run's ``train_loss``, the mean of every
+        step's loss, as an uninterrupted run does (the Trainer averages only the steps of the
+        resumed call). The loss summed so far is kept in each checkpoint's ``trainer_state.json``."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+        self._loss_before = 0.0
+        eval_on_start = self.args.eval_on_start
+        if resume_from_checkpoint:
+            state = json.loads((Path(resume_from_checkpoint) / "trainer_state.json").read_text())
+            self._loss_before = state.get("stateful_callbacks", {}).get(_LOSS_RECORD, {}).get("loss_sum", float("nan"))
+            self.args.eval_on_start = False  # the interrupted run evaluated at its start
+        try:
+            output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        finally:
+            self.args.eval_on_start = eval_on_start
+        return output._replace(training_loss=output.metrics.get("train_loss", output.training_loss))
+
+    def _run_epoch(self, *args, **kwargs):
+        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True  # resumed from the last checkpoint: nothing left
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        # Every loss of this run so far: the resumed-from part, what the Trainer has drained at
+        # logging steps, and what it still holds since the last log.
+        loss_sum = self._loss_before + self._total_loss_scalar + self._tr_loss.item()
+        self.state.stateful_callbacks[_LOSS_RECORD] = {"loss_sum": loss_sum, "global_step": self.state.global_step}
+        super()._save_checkpoint(model, trial)
+
     def _resolve_reference(self, args: PreferenceConfig, peft: bool, ref_model) -> str:
         needs = self.objective.requirements.reference
         choice = args.reference
@@ -474,6 +512,9 @@ class PreferenceTrainer(Trainer):
         mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
         metrics = self._reduce_metrics(self._metrics[mode])
         self._metrics[mode].clear()
+        if "train_loss" in logs and self.state.global_step > 0:
+            # the Trainer's mean covers only this call's steps; ours the whole run (see train())
+            logs["train_loss"] = (self._loss_before + self._total_loss_scalar) / self.state.global_step
         prefix = "eval_" if mode == "eval" else ""
         logs.update({f"{prefix}{key}": value for key, value in metrics.items()})
         super().log(logs, start_time)

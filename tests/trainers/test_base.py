@@ -235,3 +235,55 @@ def test_lora_init_does_not_depend_on_the_global_rng(tiny_model_dir, tmp_path):
         trainer = RPOTrainer(model, config(tmp_path), pair_dataset(), None, tok, peft_config=lora())
         adapters.append({n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_A" in n})
     assert adapters[0] and all(torch.equal(adapters[0][n], adapters[1][n]) for n in adapters[0])
+
+
+# -- resuming: exactly max_steps, the same model and the same train_loss as an uninterrupted run ------------
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_after(step):
+    from transformers import TrainerCallback
+
+    class CrashAfter(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise _Crash(step)
+
+    return CrashAfter()
+
+
+def test_resume_gives_the_uninterrupted_run(tiny_model_dir, tmp_path):
+    """Killed after the checkpoint at step 4 of 6 and resumed, or "resumed" from the final
+    checkpoint of a finished run (a kill during the final save): the weights, global_step and
+    train_loss equal the uninterrupted run's, and no step past max_steps is trained."""
+    data = pair_dataset(24)
+
+    def run(out, resume=None, callbacks=()):
+        model, tok = load(tiny_model_dir)
+        args = config(tmp_path, output_dir=str(out), max_steps=6, save_strategy="steps", save_steps=2,
+                      logging_steps=3, eval_on_start=True, eval_strategy="steps", eval_steps=6)  # fmt: skip
+        trainer = RPOTrainer(model, args, data, pair_dataset(4), tok, callbacks=list(callbacks))
+        return trainer, trainer.train(resume_from_checkpoint=resume)
+
+    full, full_out = run(tmp_path / "full")
+    with pytest.raises(_Crash):
+        run(tmp_path / "killed", callbacks=[_crash_after(4)])
+    resumed, resumed_out = run(tmp_path / "killed", resume=str(tmp_path / "killed" / "checkpoint-4"))
+    finished, finished_out = run(tmp_path / "full", resume=str(tmp_path / "full" / "checkpoint-6"))
+
+    weights = {n: p.detach().clone() for n, p in full.model.named_parameters()}
+    for trainer, out in ((resumed, resumed_out), (finished, finished_out)):
+        assert out.global_step == trainer.state.global_step == 6
+        assert out.training_loss == pytest.approx(full_out.training_loss, rel=1e-6)
+        assert out.metrics["train_loss"] == pytest.approx(full_out.metrics["train_loss"], rel=1e-6)
+        for name, param in trainer.model.named_parameters():
+            torch.testing.assert_close(param, weights[name], rtol=0, atol=1e-6)
+    # the Trainer's own number for the resumed call (steps 5-6 only) differs: what we correct
+    losses = [e["loss"] for e in full.state.log_history if "loss" in e]
+    assert full_out.training_loss == pytest.approx(sum(losses) / len(losses), rel=1e-6)
+    assert finished.state.global_step == 6 and not any(
+        e.get("step", 0) > 6 for e in finished.state.log_history
+    )
