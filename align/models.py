@@ -59,10 +59,10 @@ def _find_gguf(spec: dict) -> Path:
     return files[0]
 
 
-def _convert_gguf(spec: dict, out_dir: Path) -> None:
-    """Dequantize the GGUF into a float32 safetensors model plus its tokenizer files in ``out_dir``."""
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _gguf_tokenizer(spec: dict):
+    """A built-in model's tokenizer read from its GGUF, with the fixes the conversion saves (chat
+    template, EOS, pad); tests that need only the tokenizer skip converting the weights."""
+    from transformers import AutoTokenizer
 
     gguf = _find_gguf(spec)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -71,6 +71,16 @@ def _convert_gguf(spec: dict, out_dir: Path) -> None:
     tokenizer.eos_token = spec["eos_token"]
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _convert_gguf(spec: dict, out_dir: Path) -> None:
+    """Dequantize the GGUF into a float32 safetensors model plus its tokenizer files in ``out_dir``."""
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    gguf = _find_gguf(spec)
+    tokenizer = _gguf_tokenizer(spec)
     # Recent transformers keep GGUF weights packed when a matmul kernel is installed; a checkpoint
     # for training needs plain dense tensors, so ask for dequantization where the option exists.
     kwargs = {}

@@ -1,7 +1,8 @@
 """Preference data: load and validate, normalise to one form, tokenize, collate.
 
 Flow: :func:`load_preference_dataset` (file / folder / ``datasets.Dataset`` / hub id → validated
-internal rows) → :func:`tokenize_dataset` (→ ``prompt_ids`` + K ``completion_ids``) →
+internal rows) → :func:`tokenize_dataset` (→ ``prompt_ids`` + K ``completion_ids``; the prompt by
+:func:`prompt_ids`, the renderer sampling uses too) →
 :class:`PreferenceCollator` (→ one padded or packed batch of every completion).
 :func:`prepare_preference_dataset` does the first two in one call, checking the objective's kind
 and fields. Schemas and error messages: :mod:`align.data.formats`.
@@ -20,6 +21,7 @@ from align.data.formats import (
 from align.data.gsm8k import corrupt_solution, final_answer, gsm8k_pairs, load_gsm8k
 from align.data.loading import dataset_kind, load_preference_dataset, read_rows
 from align.data.prepare import prepare_preference_dataset
+from align.data.render import chat_ids, prompt_ids
 from align.data.tasks import arithmetic_problems, builtin_arithmetic, load_prompt_dataset
 from align.data.tokenize import tokenize_dataset, tokenize_row
 from align.io import json_safe, write_jsonl, write_text_atomic
@@ -32,6 +34,7 @@ __all__ = [
     "PreferenceCollator",
     "arithmetic_problems",
     "builtin_arithmetic",
+    "chat_ids",
     "check_kind",
     "corrupt_solution",
     "dataset_kind",
@@ -44,6 +47,7 @@ __all__ = [
     "load_prompt_dataset",
     "normalize_rows",
     "prepare_preference_dataset",
+    "prompt_ids",
     "read_rows",
     "tokenize_dataset",
     "tokenize_row",

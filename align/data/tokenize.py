@@ -8,64 +8,54 @@ import sys
 from datasets import Dataset
 
 from align.data.formats import MAX_REPORTED_ERRORS, DataValidationError
+from align.data.render import chat_ids, prompt_ids
 
 __all__ = ["tokenize_dataset", "tokenize_row"]
 
 logger = logging.getLogger(__name__)
 
 
-def _messages(messages: list[dict]) -> list[dict]:
-    # Arrow stores messages as structs, so keys that only some messages have come back as None.
-    return [{k: v for k, v in m.items() if v is not None} for m in messages]
-
-
-def _chat_ids(tokenizer, messages: list[dict], **kwargs) -> list[int]:
-    # transformers 5 returns a BatchEncoding from apply_chat_template(tokenize=True).
-    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)["input_ids"])
-
-
 def tokenize_row(row: dict, tokenizer, index: int = 0, source: str = "dataset") -> tuple[list[int], list[list[int]]]:
     """Untruncated ``(prompt_ids, [completion_ids × K])`` for one internal row (errors name ``source``, ``index``).
 
-    Conversational: prompt_ids = template(prompt, add_generation_prompt=True) and completion k =
-    template(prompt + completion_k) minus that prefix, so the completion holds exactly the tokens
-    the model generates after the generation prompt (its end-of-turn tokens included). The prefix
-    must match: a template that renders the prompt differently alone than followed by an answer
-    would train on a context the model never sees at inference, so it is an error, not a guess.
+    The prompt is rendered by :func:`align.data.prompt_ids`, the renderer the generator feeds to
+    ``generate``, so a sampled completion is trained after exactly the ids it was sampled after.
 
-    Standard strings: prompt_ids = tokenizer(prompt) with special tokens (BOS where the tokenizer
-    adds one); completion = tokenizer(completion, add_special_tokens=False) + [eos], as TRL does,
-    so the model learns to stop. Prompt and completion are tokenized separately: the split is then
-    exact, at the cost of possibly different merges at the boundary than tokenizing the joined text.
+    Conversational: completion k = chat_ids(prompt + completion_k) minus the prompt's ids, so the
+    completion holds exactly the tokens the model generates after the generation prompt (its
+    end-of-turn tokens included). The prefix must match: a template that renders the prompt
+    differently alone than followed by an answer would train on a context the model never sees at
+    inference, so it is an error, not a guess.
+
+    Standard strings: completion = tokenizer(completion, add_special_tokens=False) + [eos], as TRL
+    does, so the model learns to stop. Prompt and completion are tokenized separately: the split is
+    then exact, at the cost of possibly different merges at the boundary than tokenizing the joined text.
     """
     prompt, completions = row["prompt"], row["completions"]
+    try:
+        ids = prompt_ids(tokenizer, prompt, name=f"{source}: row {index}: field 'prompt'")
+    except ValueError as err:  # empty, or a conversation without a chat template
+        raise DataValidationError(str(err)) from err
+    completion_ids = []
     if isinstance(prompt, list):
-        prompt = _messages(prompt)
-        prompt_ids = _chat_ids(tokenizer, prompt, add_generation_prompt=True)
-        completion_ids = []
         for k, completion in enumerate(completions):
-            full = _chat_ids(tokenizer, prompt + _messages(completion))
-            if full[: len(prompt_ids)] != prompt_ids:
-                diverge = next((j for j, (a, b) in enumerate(zip(prompt_ids, full)) if a != b), len(full))
+            full = chat_ids(tokenizer, prompt + completion)
+            if full[: len(ids)] != ids:
+                diverge = next((j for j, (a, b) in enumerate(zip(ids, full)) if a != b), len(full))
                 raise DataValidationError(
                     f"{source}: row {index}: field 'completions[{k}]': the chat template does not render the prompt (with the "
                     f"generation prompt) as a prefix of prompt + completion; they diverge at token {diverge}: "
-                    f"{tokenizer.decode(prompt_ids[diverge:])!r} vs {tokenizer.decode(full[diverge : diverge + 8])!r}"
+                    f"{tokenizer.decode(ids[diverge:])!r} vs {tokenizer.decode(full[diverge : diverge + 8])!r}"
                 )
-            completion_ids.append(full[len(prompt_ids) :])
+            completion_ids.append(full[len(ids) :])
     else:
         eos = tokenizer.eos_token_id
         if eos is None:
             raise ValueError("the tokenizer has no eos_token_id, needed to end standard (string) completions")
-        prompt_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-        completion_ids = []
         for completion in completions:
-            ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
-            completion_ids.append(ids if ids[-1:] == [eos] else ids + [eos])
-    if not prompt_ids:
-        # Packed batches rely on every sequence starting with a prompt token (see PreferenceCollator).
-        raise DataValidationError(f"{source}: row {index}: field 'prompt': tokenizes to no tokens")
-    return prompt_ids, completion_ids
+            tokens = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
+            completion_ids.append(tokens if tokens[-1:] == [eos] else tokens + [eos])
+    return ids, completion_ids
 
 
 def _tokenize_and_truncate(

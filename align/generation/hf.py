@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from align.data import prompt_ids
 from align.generation.base import ChunkCallback, Prompt, register_generator
 from align.generation.config import SamplingConfig, chunk_bounds, chunk_seed
 
@@ -52,42 +53,10 @@ logger = logging.getLogger(__name__)
 
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[Prompt]) -> list[list[int]]:
-    """Token ids of each prompt, exactly as fed to the model (before padding).
-
-    A conversation (list of ``{"role", "content"}`` messages) is rendered with the tokenizer's chat
-    template and ``add_generation_prompt=True``, then tokenized without adding special tokens (the
-    template already holds them). A string is used as is: it gets the tokenizer's BOS token only
-    if the tokenizer adds one by default and the text does not already start with it, and never an
-    EOS token.
-    """
-    adds_bos = _tokenizer_adds_bos(tokenizer)
-    return [_encode_one(tokenizer, prompt, index, adds_bos) for index, prompt in enumerate(prompts)]
-
-
-def _encode_one(tokenizer: Any, prompt: Prompt, index: int, adds_bos: bool) -> list[int]:
-    if isinstance(prompt, str):
-        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        bos = tokenizer.bos_token_id
-        if adds_bos and (not ids or ids[0] != bos):
-            ids = [bos, *ids]
-    elif isinstance(prompt, list) and all(isinstance(m, Mapping) for m in prompt) and prompt:
-        if not getattr(tokenizer, "chat_template", None):
-            raise ValueError(f"prompt {index} is a conversation but the tokenizer has no chat template")
-        text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    else:
-        raise TypeError(
-            f"prompt {index} must be a string or a non-empty list of chat messages (dicts), got {type(prompt).__name__}"
-        )
-    if not ids:
-        raise ValueError(f"prompt {index} is empty after tokenization; generation needs at least one token")
-    return list(ids)
-
-
-def _tokenizer_adds_bos(tokenizer: Any) -> bool:
-    """Whether the tokenizer puts a BOS token in front by default (Llama, Mistral do; GPT-2, Qwen do not)."""
-    bos = tokenizer.bos_token_id
-    return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
+    """Token ids of each prompt, exactly as fed to the model (before padding): :func:`align.data.prompt_ids`,
+    the renderer training uses too (a conversation through the chat template with the generation
+    prompt; a string as is, with the tokenizer's BOS once if it adds one, never an EOS)."""
+    return [prompt_ids(tokenizer, prompt, name=f"prompt {index}") for index, prompt in enumerate(prompts)]
 
 
 def eos_token_ids(tokenizer: Any, model: Any) -> list[int]:

@@ -175,7 +175,7 @@ class LMJudge:
     def _encode(self, index: int, prompt: Prompt, a: str, b: str) -> list[int]:
         from jinja2 import TemplateError
 
-        from align.generation.hf import encode_prompts
+        from align.data import prompt_ids
 
         try:
             messages = self.messages(prompt, a, b)
@@ -184,11 +184,11 @@ class LMJudge:
                 self.name, f"cannot render the prompt: {type(err).__name__}: {err}", index=index, prompt=prompt
             ) from err
         try:
-            return encode_prompts(self.tokenizer, [messages])[0]
+            return prompt_ids(self.tokenizer, messages, name="the judge prompt")
         except (TemplateError, ValueError, TypeError) as first:  # some templates (Gemma) refuse a system message
             merged = [{"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]}]
             try:
-                return encode_prompts(self.tokenizer, [merged])[0]
+                return prompt_ids(self.tokenizer, merged, name="the judge prompt")
             except Exception as err:
                 raise RewardError(
                     self.name, f"cannot render the judge prompt: {first}; {err}", index=index, prompt=prompt

@@ -124,3 +124,20 @@ def test_argument_checks(tiny_tokenizer):
         tokenize_dataset(ds, tiny_tokenizer, max_length=64, overlong="truncate")
     with pytest.raises(ValueError, match="max_prompt_length"):
         tokenize_dataset(ds, tiny_tokenizer, max_length=64, max_prompt_length=64)
+
+
+def test_standard_prompt_is_rendered_as_for_sampling():
+    """A tokenizer that adds BOS and appends EOS by default: the prompt gets the BOS once and no EOS
+    (as :func:`align.data.prompt_ids` feeds it to ``generate``); the completion ends with one EOS."""
+    from tests.data.test_render import build_llama3_tokenizer
+
+    tokenizer = build_llama3_tokenizer(appends_eos=True)
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    ds = standard(["<|begin_of_text|>Q?", "Q?"], completions=("The answer is 72.", " 56<|eot_id|>"))
+    tokenized, _ = tokenize_dataset(ds, tokenizer, max_length=512)
+    question = tokenizer("Q?", add_special_tokens=False)["input_ids"]
+    for row in tokenized:
+        assert row["prompt_ids"] == [bos, *question]
+        chosen, rejected = row["completion_ids"]
+        assert chosen == tokenizer("The answer is 72.", add_special_tokens=False)["input_ids"] + [eos]
+        assert rejected.count(eos) == 1 and rejected[-1] == eos
