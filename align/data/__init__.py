@@ -14,6 +14,7 @@ from align.data.formats import (
     PER_COMPLETION_FIELDS,
     PER_EXAMPLE_FIELDS,
     DataValidationError,
+    check_chat_template,
     check_kind,
     detect_kind,
     normalize_rows,
@@ -22,6 +23,7 @@ from align.data.gsm8k import corrupt_solution, final_answer, gsm8k_pairs, load_g
 from align.data.loading import dataset_kind, load_preference_dataset, read_rows
 from align.data.prepare import prepare_preference_dataset
 from align.data.render import chat_ids, prompt_ids
+from align.data.split import split_held_out
 from align.data.tasks import arithmetic_problems, builtin_arithmetic, load_prompt_dataset
 from align.data.tokenize import tokenize_dataset, tokenize_row
 from align.io import json_safe, write_jsonl, write_text_atomic
@@ -35,6 +37,7 @@ __all__ = [
     "arithmetic_problems",
     "builtin_arithmetic",
     "chat_ids",
+    "check_chat_template",
     "check_kind",
     "corrupt_solution",
     "dataset_kind",
@@ -49,6 +52,7 @@ __all__ = [
     "prepare_preference_dataset",
     "prompt_ids",
     "read_rows",
+    "split_held_out",
     "tokenize_dataset",
     "tokenize_row",
     "write_jsonl",

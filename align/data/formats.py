@@ -20,12 +20,29 @@ Accepted inputs (``kind``):
 - ``"single"``: ``prompt`` + ``completion`` + optional ``label`` (→ ``labels = [label]``); TRL's
   unpaired-preference (KTO) format.
 
+Conversational rows are checked like TRL's conversational format: every message is a
+``{"role", "content"}`` dict with a role in :data:`ROLES`; the prompt ends with a ``user`` or
+``tool`` message (the turn the model answers: the tokenizer adds the generation prompt after it);
+every completion message is an ``assistant`` message (each completion token is trained as the
+model's own, so a user or tool turn inside a completion would train on text the model never wrote).
+Given a tokenizer, :func:`check_chat_template` also renders, for each role the data uses, the
+first row holding it, and refuses a role the chat template raises on or leaves out.
+
+A pair whose chosen equals its rejected (the same string, or the same messages) carries no
+preference: ``identical_pairs="drop"`` (default) drops such rows with a warning giving the count
+and the first rows, ``"error"`` refuses them, ``"keep"`` keeps them (for tools that must stay
+row-aligned with their input). Within a list of K completions repeats are kept: they are samples
+(SPPO samples K answers per prompt, and a confident policy repeats itself), and the win rates
+count each sample, so dropping repeats would bias P̂.
+
 Validation happens here, before any tokenization or training, and reports problems by source, row
-(0-based) and field: ``data/train.jsonl: row 12: field 'chosen': empty completion``.
+(0-based) and field: ``data/train.jsonl: row 12: field 'chosen': empty completion``; a field
+that is present but null is reported as ``is null``, one that is absent as ``missing``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from collections.abc import Iterable, Sequence
@@ -34,14 +51,19 @@ from typing import Any
 from trl.data_utils import is_conversational, maybe_extract_prompt
 
 __all__ = [
+    "IDENTICAL_PAIRS",
     "KINDS",
     "PER_COMPLETION_FIELDS",
     "PER_EXAMPLE_FIELDS",
+    "ROLES",
     "DataValidationError",
+    "check_chat_template",
     "check_kind",
     "detect_kind",
     "normalize_rows",
 ]
+
+logger = logging.getLogger(__name__)
 
 KINDS = {
     "pair": ("prompt", "chosen", "rejected"),
@@ -52,6 +74,12 @@ PER_COMPLETION_FIELDS = ("labels", "scores", "win_rates", "returns", "ref_logps"
 PER_EXAMPLE_FIELDS = ("pair_prob",)
 _PROBABILITIES = {"label", "labels", "win_rates", "pair_prob"}  # must lie in [0, 1]
 MAX_REPORTED_ERRORS = 10
+# TRL's roles (trl.data_utils refuses others) and the ones transformers' chat-template docs use; a
+# tool result is "tool" (Llama 3.1's template also reads "ipython", OpenAI's old API "function":
+# write those as "tool"). Anything else would be rendered verbatim by a ChatML template or dropped.
+ROLES = ("system", "user", "assistant", "tool")
+PROMPT_END_ROLES = ("user", "tool")  # TRL adds the generation prompt after these (trl.data_utils.apply_chat_template)
+IDENTICAL_PAIRS = ("drop", "error", "keep")
 
 
 class DataValidationError(ValueError):
@@ -102,6 +130,8 @@ def _short(value: Any, limit: int = 60) -> str:
 
 def _check_text(value: Any, field: str, what: str) -> None:
     """A non-blank string, or a non-empty list of {"role", "content"} messages not all blank."""
+    if value is None:
+        raise _FieldError(field, "is null")
     if isinstance(value, str):
         if not value.strip():
             raise _FieldError(field, f"empty {what}")
@@ -115,16 +145,45 @@ def _check_text(value: Any, field: str, what: str) -> None:
     if not value:
         raise _FieldError(field, f"empty {what} (no messages)")
     for j, message in enumerate(value):
-        if not (
-            isinstance(message, dict)
-            and isinstance(message.get("role"), str)
-            and isinstance(message.get("content"), str)
-        ):
-            raise _FieldError(
-                field, f"message {j} must be a dict with string 'role' and 'content', got {_short(message)}"
-            )
+        _check_message(message, field, j)
     if not any(m["content"].strip() for m in value):
         raise _FieldError(field, f"empty {what} (every message is blank)")
+
+
+def _check_message(message: Any, field: str, j: int) -> None:
+    if not isinstance(message, dict):
+        raise _FieldError(field, f"message {j} must be a dict with string 'role' and 'content', got {_short(message)}")
+    for key in ("role", "content"):
+        if key not in message:
+            raise _FieldError(field, f"message {j} has no {key!r} (keys: {', '.join(map(str, message))})")
+        if message[key] is None:
+            raise _FieldError(field, f"message {j}: {key!r} is null")
+        if not isinstance(message[key], str):
+            got = f"{type(message[key]).__name__} {_short(message[key])}"
+            raise _FieldError(field, f"message {j}: {key!r} must be a string, got {got}")
+    if message["role"] not in ROLES:
+        raise _FieldError(
+            field, f"message {j}: role {message['role']!r} is not one of {', '.join(map(repr, ROLES))}"
+        )
+
+
+def _check_roles(prompt: list[dict], completions: list, names: list[str]) -> None:
+    """The prompt ends with the turn the model answers; completions are the model's own turns."""
+    last = prompt[-1]["role"]
+    if last not in PROMPT_END_ROLES:
+        raise _FieldError(
+            "prompt",
+            f"the last message must be a {' or '.join(map(repr, PROMPT_END_ROLES))} message (the turn the model "
+            f"answers), got {last!r}",
+        )
+    for name, completion in zip(names, completions):
+        for j, message in enumerate(completion):
+            if message["role"] != "assistant":
+                raise _FieldError(
+                    name,
+                    f"message {j}: role {message['role']!r}: completions must be 'assistant' messages "
+                    f"(every completion token is trained as the model's own)",
+                )
 
 
 def _number(value: Any, field: str) -> float:
@@ -152,10 +211,25 @@ def _numbers(value: Any, field: str, k: int) -> list[float]:
 
 def _require(row: dict, names: Iterable[str]) -> None:
     for name in names:
-        if row.get(name) is None:
+        if name not in row:
             raise _FieldError(
                 name, f"missing; fields found: {', '.join(sorted(k for k, v in row.items() if v is not None))}"
             )
+        if row[name] is None:
+            raise _FieldError(name, "is null")
+
+
+class _IdenticalPair(Exception):
+    """An implicit-prompt pair whose chosen equals its rejected: no prompt can be extracted from it."""
+
+
+def _same(a: str | list[dict], b: str | list[dict]) -> bool:
+    """Equal strings, or equal messages once keys that are None (Arrow's filler for absent keys) are left out."""
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    return [{k: v for k, v in m.items() if v is not None} for m in a] == [
+        {k: v for k, v in m.items() if v is not None} for m in b
+    ]
 
 
 def _pair(row: dict) -> tuple[dict, list[str]]:
@@ -164,10 +238,12 @@ def _pair(row: dict) -> tuple[dict, list[str]]:
         _check_text(row[name], name, "completion")
     if type(row["chosen"]) is not type(row["rejected"]):
         raise _FieldError("rejected", "one of chosen/rejected is conversational and the other is a string")
-    implicit = row.get("prompt") is None
+    implicit = "prompt" not in row
+    if implicit and _same(row["chosen"], row["rejected"]):
+        raise _IdenticalPair  # nothing to extract: TRL would split two equal strings at their last character
     if not implicit:  # checked first: TRL's helpers below index into it
         _check_text(row["prompt"], "prompt", "prompt")
-    example = {k: row[k] for k in ("prompt", "chosen", "rejected") if row.get(k) is not None}
+    example = {k: row[k] for k in ("prompt", "chosen", "rejected") if k in row}
     # TRL extracts the prompt when it is implicit or a redundant string next to full conversations;
     # a conversational prompt with string answers is a format mix, reported below, not extracted away.
     if not (isinstance(row.get("prompt"), list) and isinstance(row["chosen"], str)):
@@ -211,9 +287,17 @@ def _single(row: dict) -> tuple[dict, list[str]]:
 _NORMALIZERS = {"pair": _pair, "list": _list, "single": _single}
 
 
-def _normalize_row(row: dict, kind: str) -> dict:
-    """One raw row of the given kind → the internal form; raises ``_FieldError`` on the first problem."""
-    out, names = _NORMALIZERS[kind](row)
+def _normalize_row(row: dict, kind: str, identical_pairs: str = "drop") -> dict | None:
+    """One raw row of the given kind → the internal form; raises ``_FieldError`` on the first problem.
+
+    None: a pair whose chosen equals its rejected, to drop (``identical_pairs="drop"``).
+    """
+    try:
+        out, names = _NORMALIZERS[kind](row)
+    except _IdenticalPair:
+        if identical_pairs == "keep":
+            raise _FieldError("prompt", "no prompt column, and none can be extracted: chosen equals rejected") from None
+        return _identical(identical_pairs)
     completions = out["completions"]
     for name, completion in zip(names, completions):
         _check_text(completion, name, "completion")
@@ -222,13 +306,25 @@ def _normalize_row(row: dict, kind: str) -> dict:
     for name, completion in zip(names, completions):
         if isinstance(completion, list) != conversational:
             raise _FieldError(name, "prompt and completion mix conversational (messages) and standard (string) formats")
+    if conversational:
+        _check_roles(out["prompt"], completions, names)
     k = len(completions)
     for name in PER_COMPLETION_FIELDS:
         if row.get(name) is not None:
             if name in out:
                 raise _FieldError(name, f"given twice (also derived from other columns of a {kind} row)")
             out[name] = _numbers(row[name], name, k)
+    if kind == "pair" and identical_pairs != "keep" and _same(*completions):
+        return _identical(identical_pairs)
     return out
+
+
+def _identical(identical_pairs: str) -> None:
+    if identical_pairs == "error":
+        raise _FieldError(
+            "rejected", "equals 'chosen' (the pair prefers nothing); identical_pairs='drop' drops such pairs"
+        )
+    return None
 
 
 def _row_signature(out: dict) -> tuple:
@@ -237,15 +333,26 @@ def _row_signature(out: dict) -> tuple:
     return len(out["completions"]), isinstance(out["prompt"], list), fields
 
 
-def normalize_rows(parts: Sequence[tuple[str, Sequence[dict]]], kind: str | None = None) -> tuple[list[dict], str]:
+def normalize_rows(
+    parts: Sequence[tuple[str, Sequence[dict]]],
+    kind: str | None = None,
+    *,
+    identical_pairs: str = "drop",
+    tokenizer=None,
+) -> tuple[list[dict], str]:
     """Validate and normalise rows given as ``[(source name, rows), ...]``; return (internal rows, kind).
 
     ``kind`` is what the caller (the objective) needs; None accepts whatever the columns say. Every
     row is checked; the first :data:`MAX_REPORTED_ERRORS` problems are reported together with the
-    count of all bad rows, so one run shows the extent of the damage.
+    count of all bad rows, so one run shows the extent of the damage. ``identical_pairs``: what
+    happens to a pair whose chosen equals its rejected (see the module docstring). Given a
+    ``tokenizer``, conversational rows are also checked against its chat template
+    (:func:`check_chat_template`), naming the file row of the failing example.
     """
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)} or None, got {kind!r}")
+    if identical_pairs not in IDENTICAL_PAIRS:
+        raise ValueError(f"identical_pairs must be one of {IDENTICAL_PAIRS}, got {identical_pairs!r}")
     sources = ", ".join(name for name, _ in parts)
     if not any(rows for _, rows in parts):
         raise DataValidationError(f"{sources}: no rows")
@@ -260,33 +367,112 @@ def normalize_rows(parts: Sequence[tuple[str, Sequence[dict]]], kind: str | None
         check_kind(found, kind, name, columns)
         kind = kind or found
 
-    normalized, errors, bad_rows = [], [], 0
+    normalized, errors, bad_rows, dropped = [], [], 0, []
     reference = None  # (signature, "where") of the first good row: every other row must match it
+    probes: dict[str, tuple[str, dict]] = {}  # role → (where, row): the first row using it
     for name, rows in parts:
         for i, row in enumerate(rows):
+            where = f"row {i}" if len(parts) == 1 else f"{name} row {i}"
             try:
                 if not isinstance(row, dict):
                     raise _FieldError("<row>", f"expected a JSON object, got {type(row).__name__}")
-                out = _normalize_row(row, kind)
+                out = _normalize_row(row, kind, identical_pairs)
+                if out is None:
+                    dropped.append(where)
+                    continue
                 signature = _row_signature(out)
                 if reference is None:
-                    reference = (signature, f"row {i}" if len(parts) == 1 else f"{name} row {i}")
+                    reference = (signature, where)
                 else:
                     _check_consistent(signature, *reference)
                 normalized.append(out)
+                if tokenizer is not None and isinstance(out["prompt"], list):
+                    _add_probes(probes, f"{name}: row {i}", out)
             except _FieldError as err:
                 bad_rows += 1
                 if len(errors) < MAX_REPORTED_ERRORS:
                     errors.append(f"{name}: row {i}: field '{err.field}': {err.message}")
+    total = sum(len(rows) for _, rows in parts)
     if errors:
         if bad_rows == 1:
             raise DataValidationError(errors[0], errors)
-        total = sum(len(rows) for _, rows in parts)
         shown = f"first {len(errors)}" if bad_rows > len(errors) else "all"
         raise DataValidationError(
             f"{bad_rows} of {total} rows are invalid ({shown} shown):\n  " + "\n  ".join(errors), errors
         )
+    if dropped:
+        if not normalized:
+            raise DataValidationError(
+                f"{sources}: every pair ({len(dropped)}) has chosen equal to rejected ({_first(dropped)}); "
+                f"nothing is left to train on"
+            )
+        logger.warning(
+            "%s: dropped %d of %d pairs whose chosen equals rejected (%s); identical_pairs='error' refuses them",
+            sources, len(dropped), total, _first(dropped),
+        )  # fmt: skip
+    _probe_chat_template(probes, tokenizer)
     return normalized, kind
+
+
+def _first(where: list[str]) -> str:
+    """"rows 3, 7" (or "a.jsonl row 3, b.jsonl row 7"), the first :data:`MAX_REPORTED_ERRORS` of them."""
+    shown = ", ".join(where[:MAX_REPORTED_ERRORS]) + (", ..." if len(where) > MAX_REPORTED_ERRORS else "")
+    if not where[0].startswith("row "):  # several sources: each names its file
+        return shown
+    return shown if len(where) == 1 else "rows " + shown.replace("row ", "")
+
+
+def check_chat_template(rows: Iterable[dict], tokenizer, name: str = "dataset") -> None:
+    """Check that ``tokenizer``'s chat template renders every role that internal ``rows`` use.
+
+    For each role, the first row holding it is rendered (prompt + first completion) with the
+    content of that role's messages replaced by unique markers; a template that raises, or whose
+    output lacks a marker (it dropped the message, as some do with ``system``), is an error naming
+    ``name``, the row and the message. The real row is rendered, not a made-up conversation, so a
+    template's own rules (alternating turns, a tool call before a tool result) hold as in training.
+    Standard (string) rows need no template and pass. Reads rows until every role of :data:`ROLES`
+    is seen, so at worst one pass over the dataset, no tokenizing.
+    """
+    probes: dict[str, tuple[str, dict]] = {}
+    for i, row in enumerate(rows):
+        if not isinstance(row["prompt"], list):
+            return
+        _add_probes(probes, f"{name}: row {i}", row)
+        if len(probes) == len(ROLES):
+            break
+    _probe_chat_template(probes, tokenizer)
+
+
+def _add_probes(probes: dict[str, tuple[str, dict]], where: str, row: dict) -> None:
+    for message in (*row["prompt"], *row["completions"][0]):
+        probes.setdefault(message["role"], (where, row))
+
+
+def _probe_chat_template(probes: dict[str, tuple[str, dict]], tokenizer) -> None:
+    for role, (where, row) in probes.items():
+        messages, markers = [], []  # markers: (field, message index, marker text)
+        for field, part in (("prompt", row["prompt"]), ("completions[0]", row["completions"][0])):
+            for j, message in enumerate(part):
+                message = {k: v for k, v in message.items() if v is not None}  # Arrow fills absent keys with None
+                if message["role"] == role:
+                    markers.append((field, j, f"align-probe-{len(markers)}-end"))
+                    message["content"] = markers[-1][2]
+                messages.append(message)
+        field, j, _ = markers[0]
+        try:
+            text = tokenizer.apply_chat_template(messages, tokenize=False)
+        except Exception as err:  # a template is user code: jinja errors, raise_exception, KeyError, ...
+            raise DataValidationError(
+                f"{where}: field '{field}': message {j}: the tokenizer's chat template fails on this row (the first "
+                f"with a {role!r} message): {type(err).__name__}: {err}"
+            ) from err
+        for field, j, marker in markers:
+            if marker not in text:
+                raise DataValidationError(
+                    f"{where}: field '{field}': message {j}: the tokenizer's chat template leaves out this {role!r} "
+                    f"message (its content is not in the rendered text), so training would not see it; merge it into "
+                    f"another message or use a tokenizer whose template renders {role!r} messages"
+                )
 
 
 def _check_consistent(signature: tuple, reference: tuple, where: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetInfo
 
-from align.data.formats import DataValidationError, check_kind, normalize_rows
+from align.data.formats import DataValidationError, check_chat_template, check_kind, normalize_rows
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -25,7 +25,13 @@ _KIND_MARKER = "align.data preference rows, kind="
 
 
 def load_preference_dataset(
-    source: str | os.PathLike | Dataset, split: str = "train", *, kind: str | None = None, name: str | None = None
+    source: str | os.PathLike | Dataset,
+    split: str = "train",
+    *,
+    kind: str | None = None,
+    name: str | None = None,
+    identical_pairs: str = "drop",
+    tokenizer=None,
 ) -> Dataset:
     """Load, validate and normalise a preference dataset (see :mod:`align.data.formats`).
 
@@ -37,14 +43,24 @@ def load_preference_dataset(
     row and the field. Returns a ``Dataset`` of internal rows: ``prompt``, ``completions`` and the
     optional float fields.
 
+    ``identical_pairs`` ("drop" | "error" | "keep"): pairs whose chosen equals rejected are dropped
+    with a logged count, refused, or kept. Given a ``tokenizer``, conversational rows are also
+    checked against its chat template (:func:`align.data.formats.check_chat_template`).
+
     The result records its kind (in ``info.description``, which ``map``/``select``/``save_to_disk``
     keep), so loading it again, or tokenizing it, is checked against the objective's kind without
-    mistaking a normalised pair (K = 2 ``completions``) for an unordered list of two.
+    mistaking a normalised pair (K = 2 ``completions``) for an unordered list of two. Such a
+    dataset is returned as it is (its identical pairs were handled when it was normalised); only
+    the chat template is checked, with row numbers of that dataset.
     """
     if isinstance(source, Dataset) and (found := dataset_kind(source)) is not None:
         check_kind(found, kind, name or "dataset", source.column_names)
+        if tokenizer is not None:
+            check_chat_template(source.select_columns(["prompt", "completions"]), tokenizer, name or "dataset")
         return source
-    rows, kind = normalize_rows(read_rows(source, split, name=name), kind)
+    rows, kind = normalize_rows(
+        read_rows(source, split, name=name), kind, identical_pairs=identical_pairs, tokenizer=tokenizer
+    )
     return Dataset.from_list(rows, info=DatasetInfo(description=_KIND_MARKER + kind))
 
 
@@ -96,14 +112,20 @@ def _builtin_rows(source: str, split: str) -> list[dict]:
 
 def _read_file(path: Path) -> list[dict]:
     if path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
-    text = path.read_text(encoding="utf-8")
+        try:
+            return pq.read_table(path).to_pylist()
+        except (pa.ArrowException, OSError) as err:
+            raise DataValidationError(f"{path}: not a readable Parquet file: {err}") from None
+    text = _read_text(path)
     if path.suffix == ".json":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as err:
+            if text.lstrip().startswith("["):  # a JSON array with a mistake, not JSON lines
+                raise DataValidationError(f"{path}: line {err.lineno}: invalid JSON: {err.msg}") from None
             data = None  # JSON lines saved as .json, as datasets also accepts
         if isinstance(data, list):
             return data
@@ -120,3 +142,19 @@ def _read_file(path: Path) -> list[dict]:
             except json.JSONDecodeError as err:
                 raise DataValidationError(f"{path}: line {line_no + 1}: invalid JSON: {err.msg}") from None
     return rows
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text (a leading byte-order mark, as Windows editors write, is skipped); a
+    byte that is not UTF-8 is reported with its line and offset rather than as a bare UnicodeDecodeError."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        body = err.object  # the bytes after the byte-order mark: err.start counts from there
+        line = body.count(b"\n", 0, err.start) + 1
+        column = err.start - body.rfind(b"\n", 0, err.start)
+        raise DataValidationError(
+            f"{path}: line {line}: not UTF-8 text: byte 0x{body[err.start]:02x} at byte offset "
+            f"{err.start + len(data) - len(body)} (byte {column} of the line): {err.reason}; save the file as UTF-8"
+        ) from None

@@ -25,6 +25,7 @@ def prepare_preference_dataset(
     max_length: int | None,
     max_prompt_length: int | None = None,
     overlong: str = "drop",
+    identical_pairs: str = "drop",
     num_proc: int | None = None,
     name: str | None = None,
 ) -> tuple[Dataset, dict[str, int]]:
@@ -34,6 +35,13 @@ def prepare_preference_dataset(
     an already tokenized dataset (``prompt_ids``/``completion_ids`` columns), which is only checked.
     ``name`` names an in-memory dataset in errors (e.g. "train"; files are named by their path). Returns the tokenized dataset and
     the stats of :func:`tokenize_dataset` (all zero drops for an already tokenized one).
+
+    This is the check to run before a model loads: it needs only the tokenizer and raises every
+    data error training would meet, in this order: the file (encoding, JSON, Parquet), each row's
+    schema, nulls and roles, the objective's kind, identical pairs (``identical_pairs``: "drop" |
+    "error" | "keep"), the chat template against every role used, the objective's fields, then per
+    row while tokenizing (once) the chat-template prefix rule and ``max_length``. Pass the result
+    to the trainer, which takes tokenized rows as they are.
     """
     name = (name or "dataset") if isinstance(dataset, Dataset) else str(dataset)
     if isinstance(dataset, Dataset) and {"prompt_ids", "completion_ids"} <= set(dataset.column_names):
@@ -56,7 +64,9 @@ def prepare_preference_dataset(
             "prompts_truncated": 0,
             "completions_truncated": 0,
         }
-    dataset = load_preference_dataset(dataset, kind=kind, name=name)
+    dataset = load_preference_dataset(
+        dataset, kind=kind, name=name, identical_pairs=identical_pairs, tokenizer=tokenizer
+    )
     _check_fields(dataset, required_fields, name)
     return tokenize_dataset(
         dataset,

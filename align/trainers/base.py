@@ -57,6 +57,10 @@ class PreferenceConfig(TrainingArguments):
         default="drop",
         metadata={"help": "Rows whose prompt leaves no room for a completion: 'drop' (logged with a count) or 'error'."},
     )
+    identical_pairs: str = field(
+        default="drop",
+        metadata={"help": "Pairs whose chosen equals rejected (no preference): 'drop' (logged with a count) or 'error'."},
+    )
     padding_free: bool = field(
         default=True,
         metadata={"help": "Pack the batch's sequences into one row (no padding) with restarting position_ids."},
@@ -82,6 +86,8 @@ class PreferenceConfig(TrainingArguments):
             raise ValueError(f"reference must be one of {REFERENCE_STRATEGIES}, got {self.reference!r}")
         if self.overlong not in ("drop", "error"):
             raise ValueError(f"overlong must be 'drop' or 'error', got {self.overlong!r}")
+        if self.identical_pairs not in ("drop", "error"):
+            raise ValueError(f"identical_pairs must be 'drop' or 'error', got {self.identical_pairs!r}")
         if not self.learning_rate >= 0:  # also NaN; transformers takes any float and diverges later
             raise ValueError(f"learning_rate must be >= 0, got {self.learning_rate!r}")
         # Build the objective once here: an unknown name or a bad hyperparameter (beta <= 0, ...)
@@ -401,6 +407,7 @@ class PreferenceTrainer(Trainer):
             max_length=args.max_length,
             max_prompt_length=args.max_prompt_length,
             overlong=args.overlong,
+            identical_pairs=args.identical_pairs,
             num_proc=args.dataset_num_proc,
             name=name,
         )

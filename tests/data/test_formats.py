@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+from datasets import Dataset
 
 from align.data import DataValidationError, load_preference_dataset
 from align.data.formats import MAX_REPORTED_ERRORS, detect_kind
@@ -30,7 +31,34 @@ CASES = {
         "rejected",
         "missing; fields found: chosen, prompt",
     ),
-    "null value": ([PAIR, {**PAIR, "rejected": None}], None, 1, "rejected", "missing"),
+    "null rejected": ([PAIR, {**PAIR, "rejected": None}], None, 1, "rejected", "is null"),
+    "null chosen": ([PAIR, {**PAIR, "chosen": None}], None, 1, "chosen", "is null"),
+    # a null prompt is not an implicit prompt (the field is there, its value is missing)
+    "null prompt": ([PAIR, PAIR, PAIR, {**PAIR, "prompt": None}], None, 3, "prompt", "is null"),
+    "null conversational prompt": ([CONV, {**CONV, "prompt": None}], None, 1, "prompt", "is null"),
+    "null completion": ([{"prompt": "p", "completion": None}], "single", 0, "completion", "is null"),
+    "null completions": ([LIST, {**LIST, "completions": None}], "list", 1, "completions", "is null"),
+    "null among completions": (
+        [LIST, {**LIST, "completions": ["a", None, "c", "d"]}],
+        "list",
+        1,
+        "completions[1]",
+        "is null",
+    ),
+    "null message content": (
+        [CONV, {**CONV, "chosen": [{"role": "assistant", "content": None}]}],
+        None,
+        1,
+        "chosen",
+        "message 0: 'content' is null",
+    ),
+    "null message role": (
+        [CONV, CONV, {**CONV, "prompt": [{"role": None, "content": "hi"}]}],
+        None,
+        2,
+        "prompt",
+        "message 0: 'role' is null",
+    ),
     "empty string": ([PAIR, PAIR, {**PAIR, "chosen": ""}], None, 2, "chosen", "empty completion"),
     "whitespace only": ([PAIR, {**PAIR, "rejected": " \n\t"}], None, 1, "rejected", "empty completion"),
     "empty message list": ([CONV, {**CONV, "chosen": []}], None, 1, "chosen", "empty completion (no messages)"),
@@ -47,7 +75,72 @@ CASES = {
         None,
         1,
         "chosen",
-        "message 0 must be a dict with string 'role' and 'content'",
+        "message 0 has no 'role' (keys: content)",
+    ),
+    "content not a string": (
+        [CONV, {**CONV, "rejected": [{"role": "assistant", "content": 54}]}],
+        None,
+        1,
+        "rejected",
+        "message 0: 'content' must be a string, got int",
+    ),
+    "unknown role": (
+        [CONV, {**CONV, "prompt": [{"role": "wizard", "content": "Cast a spell."}]}],
+        None,
+        1,
+        "prompt",
+        "message 0: role 'wizard' is not one of 'system', 'user', 'assistant', 'tool'",
+    ),
+    "role in capitals": ([CONV, {**CONV, "prompt": [{"role": "User", "content": "hi"}]}], None, 1, "prompt", "'User'"),
+    "unknown role in a completion": (
+        [CONV, {**CONV, "chosen": [{"role": "bot", "content": "56"}]}],
+        None,
+        1,
+        "chosen",
+        "role 'bot' is not one of",
+    ),
+    "prompt ends with the assistant": (
+        [CONV, {**CONV, "prompt": [USER, GOOD]}],
+        None,
+        1,
+        "prompt",
+        "the last message must be a 'user' or 'tool' message (the turn the model answers), got 'assistant'",
+    ),
+    "prompt of a system message only": (
+        [{**CONV, "prompt": [{"role": "system", "content": "Be brief."}]}],
+        None,
+        0,
+        "prompt",
+        "got 'system'",
+    ),
+    "user turn in a completion": (
+        [CONV, {**CONV, "rejected": [BAD, USER]}],
+        None,
+        1,
+        "rejected",
+        "message 1: role 'user': completions must be 'assistant' messages",
+    ),
+    "tool turn in a listed completion": (
+        [{"prompt": [USER], "completions": [[GOOD], [BAD, {"role": "tool", "content": "42"}]]}],
+        None,
+        0,
+        "completions[1]",
+        "message 1: role 'tool': completions must be 'assistant'",
+    ),
+    # TRL extracts the shared prefix [USER, GOOD], which ends with the assistant's turn
+    "implicit prompt diverging at a user turn": (
+        [{"chosen": [USER, GOOD, USER, GOOD], "rejected": [USER, GOOD, {**USER, "content": "And 9 * 8?"}, BAD]}],
+        None,
+        0,
+        "prompt",
+        "must be a 'user' or 'tool' message (the turn the model answers), got 'assistant'",
+    ),
+    "identical pair refused": (
+        [PAIR, {**PAIR, "rejected": PAIR["chosen"]}],
+        None,
+        1,
+        "rejected",
+        "equals 'chosen' (the pair prefers nothing)",
     ),
     "message not a dict": ([CONV, {**CONV, "prompt": ["hi"]}], None, 1, "prompt", "message 0 must be a dict"),
     "scores not numbers": (
@@ -117,7 +210,7 @@ def test_validation_error_names_file_row_and_field(tmp_path, case):
     rows, kind, row, field, fragment = CASES[case]
     path = write(tmp_path / "train.jsonl", rows)
     with pytest.raises(DataValidationError) as info:
-        load_preference_dataset(path, kind=kind)
+        load_preference_dataset(path, kind=kind, identical_pairs="error")
     message = str(info.value)
     assert message.startswith(f"{path}: row {row}: field '{field}': "), message
     assert fragment in message, message
@@ -162,3 +255,76 @@ def test_a_few_bad_rows_are_all_shown(tmp_path):
 )
 def test_detect_kind(columns, kind):
     assert detect_kind(columns) == kind
+
+
+def test_identical_pairs_are_dropped_with_a_count_and_the_rows(tmp_path, caplog):
+    same_text = {**PAIR, "rejected": PAIR["chosen"]}
+    same_messages = {**CONV, "rejected": [dict(GOOD)]}  # an equal copy, not the same object
+    same_implicit = {"chosen": [USER, GOOD], "rejected": [USER, GOOD]}  # no prompt can be extracted from it
+    rows = [PAIR, PAIR, PAIR, same_text, PAIR, same_text, PAIR, PAIR]
+    path = write(tmp_path / "train.jsonl", rows)
+    with caplog.at_level("WARNING", logger="align.data.formats"):
+        ds = load_preference_dataset(path)
+    assert len(ds) == 6 and all(c[0] != c[1] for c in ds["completions"])
+    assert f"{path}: dropped 2 of 8 pairs whose chosen equals rejected (rows 3, 5)" in caplog.text
+    assert "identical_pairs='error'" in caplog.text
+
+    caplog.clear()
+    conv = write(tmp_path / "conv.jsonl", [CONV, same_messages, same_implicit, CONV])
+    with caplog.at_level("WARNING", logger="align.data.formats"):
+        assert len(load_preference_dataset(conv)) == 2
+    assert "dropped 2 of 4 pairs whose chosen equals rejected (rows 1, 2)" in caplog.text
+
+
+def test_identical_pairs_refused_with_the_option(tmp_path):
+    rows = [PAIR, {**PAIR, "rejected": " 56"}, {**CONV, "rejected": [GOOD]}]
+    with pytest.raises(DataValidationError) as info:
+        load_preference_dataset(write(tmp_path / "train.jsonl", rows), identical_pairs="error")
+    assert str(info.value).startswith("2 of 3 rows are invalid (all shown)")
+    assert info.value.errors[0] == (
+        f"{tmp_path / 'train.jsonl'}: row 1: field 'rejected': equals 'chosen' (the pair prefers nothing); "
+        "identical_pairs='drop' drops such pairs"
+    )
+    assert info.value.errors[1].startswith(f"{tmp_path / 'train.jsonl'}: row 2: field 'rejected': equals 'chosen'")
+    with pytest.raises(ValueError, match="identical_pairs must be one of"):
+        load_preference_dataset(write(tmp_path / "t.jsonl", [PAIR]), identical_pairs="skip")
+
+
+def test_identical_pairs_kept_on_request_and_every_pair_identical(tmp_path):
+    same = {**PAIR, "rejected": PAIR["chosen"]}
+    path = write(tmp_path / "train.jsonl", [same, PAIR])
+    assert load_preference_dataset(path, identical_pairs="keep")["completions"] == [[" 56", " 56"], [" 56", " 54"]]
+    with pytest.raises(DataValidationError, match=r"row 0: field 'prompt': .* none can be extracted: chosen equals"):
+        load_preference_dataset(
+            write(tmp_path / "implicit.jsonl", [{"chosen": [USER, GOOD], "rejected": [USER, GOOD]}]),
+            identical_pairs="keep",
+        )
+    with pytest.raises(
+        DataValidationError, match=r"train\.jsonl: every pair \(1\) has chosen equal to rejected \(row 0\); nothing"
+    ):
+        load_preference_dataset(write(path, [same]))
+
+
+def test_identical_messages_compare_equal_after_arrow_fills_absent_keys():
+    # Arrow gives every message of a column every key seen in it: "name" comes back as None where absent.
+    named = {"role": "assistant", "content": "56", "name": "bot"}
+    ds = Dataset.from_list([{**CONV, "chosen": [named]}, {**CONV, "rejected": [GOOD]}, CONV])
+    assert ds[1]["chosen"] == [{**GOOD, "name": None}] and ds[1]["rejected"] == [GOOD]
+    kept = load_preference_dataset(ds, identical_pairs="keep")
+    assert len(kept) == 3 and len(load_preference_dataset(ds)) == 2  # row 1 is an identical pair
+
+
+def test_repeats_within_a_list_are_samples_not_errors(tmp_path):
+    rows = [{"prompt": "Q", "completions": ["a", "a", "b"]}, {"prompt": "Q", "completions": ["c", "c", "c"]}]
+    assert load_preference_dataset(write(tmp_path / "k.jsonl", rows), kind="list", identical_pairs="error")[
+        "completions"
+    ] == [["a", "a", "b"], ["c", "c", "c"]]
+
+
+def test_conversations_with_system_and_tool_turns_are_accepted(tmp_path):
+    system = {"role": "system", "content": "Answer with a number."}
+    call = {"role": "assistant", "content": "calculator(7 * 8)"}
+    tool = {"role": "tool", "content": "56"}
+    rows = [{"prompt": [system, USER, call, tool], "chosen": [GOOD], "rejected": [BAD]}]
+    ds = load_preference_dataset(write(tmp_path / "tools.jsonl", rows))
+    assert ds[0]["prompt"][-1] == tool and ds[0]["completions"] == [[GOOD], [BAD]]

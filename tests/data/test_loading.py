@@ -125,6 +125,54 @@ def test_invalid_json_line_and_missing_file(tmp_path):
         load_preference_dataset(tmp_path / "absent.jsonl")
 
 
+def test_non_utf8_jsonl_names_the_file_and_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    good = json.dumps({"prompt": "a", "chosen": "b", "rejected": "c"}).encode()
+    latin1 = '{"prompt": "caf\u00e9", "chosen": "b", "rejected": "c"}'.encode("latin-1")
+    path.write_bytes(good + b"\n" + good + b"\n" + latin1)
+    with pytest.raises(DataValidationError) as info:
+        load_preference_dataset(path)
+    offset = 2 * (len(good) + 1) + len('{"prompt": "caf')
+    assert str(info.value) == (
+        f"{path}: line 3: not UTF-8 text: byte 0xe9 at byte offset {offset} (byte 16 of the line): "
+        "invalid continuation byte; save the file as UTF-8"
+    )
+
+
+def test_non_utf8_json_array_names_the_line_of_the_byte(tmp_path):
+    path = tmp_path / "pairs.json"
+    row = b'{"prompt": "a", "chosen": "b", "rejected": "c"}'
+    path.write_bytes(b"[\n  " + row + b",\n  " + row.replace(b'"a"', b'"\xff"') + b"\n]")
+    with pytest.raises(DataValidationError, match=rf"^{path}: line 3: not UTF-8 text: byte 0xff at byte offset 67 "):
+        load_preference_dataset(path)
+
+
+def test_utf8_with_a_byte_order_mark_loads(tmp_path):
+    row = json.dumps({"prompt": "a", "chosen": "b", "rejected": "c"}).encode()
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + row)
+    assert load_preference_dataset(tmp_path / "bom.jsonl")["prompt"] == ["a"]
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + row + b"\n" + row.replace(b'"b"', b'"\xe9"'))
+    offset = 3 + len(row) + 1 + len('{"prompt": "a", "chosen": "')
+    with pytest.raises(DataValidationError, match=rf"line 2: not UTF-8 text: byte 0xe9 at byte offset {offset} "):
+        load_preference_dataset(tmp_path / "bom.jsonl")
+
+
+def test_broken_json_array_names_the_line(tmp_path):
+    path = tmp_path / "pairs.json"
+    path.write_text('[\n  {"prompt": "a", "chosen": "b", "rejected": "c"},\n  {"prompt": "a" "chosen": "b"}\n]')
+    with pytest.raises(DataValidationError, match=rf"^{path}: line 3: invalid JSON: Expecting ',' delimiter$"):
+        load_preference_dataset(path)
+
+
+def test_a_file_that_is_not_parquet_names_the_file(tmp_path):
+    path = tmp_path / "pairs.parquet"
+    path.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n')
+    with pytest.raises(DataValidationError, match=rf"^{path}: not a readable Parquet file: "):
+        load_preference_dataset(path)
+    with pytest.raises(DataValidationError, match=r"pairs\.parquet: not a readable Parquet file"):
+        load_preference_dataset(tmp_path)  # the folder: the bad file is named
+
+
 @pytest.mark.parametrize(
     ("rows", "kind", "found"),
     [

@@ -89,3 +89,31 @@ def test_file_errors_name_the_file_and_num_proc_gives_the_same_rows(tiny_tokeniz
     one, _ = prepare_preference_dataset(path, tiny_tokenizer, kind="pair", max_length=24)
     two, _ = prepare_preference_dataset(path, tiny_tokenizer, kind="pair", max_length=24, num_proc=2)
     assert one.to_list() == two.to_list()
+
+
+def test_identical_pairs_option_reaches_the_loader(tiny_tokenizer, tmp_path, caplog):
+    rows = [*PAIRS, {**PAIRS[1], "rejected": PAIRS[1]["chosen"]}]
+    path = write(tmp_path / "pairs.jsonl", rows)
+    with caplog.at_level("WARNING", logger="align.data.formats"):
+        tokenized, stats = prepare_preference_dataset(path, tiny_tokenizer, kind="pair", max_length=128)
+    assert stats["rows_in"] == len(tokenized) == 4
+    assert "dropped 1 of 5 pairs whose chosen equals rejected (row 4)" in caplog.text
+    with pytest.raises(DataValidationError, match=rf"^{path}: row 4: field 'rejected': equals 'chosen'"):
+        prepare_preference_dataset(path, tiny_tokenizer, kind="pair", max_length=128, identical_pairs="error")
+
+
+def test_trainer_config_passes_identical_pairs_through(tiny_model_dir, tmp_path, caplog):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from align.trainers import PreferenceConfig, RPOConfig, RPOTrainer
+
+    with pytest.raises(ValueError, match="identical_pairs must be 'drop' or 'error', got 'skip'"):
+        PreferenceConfig(output_dir=str(tmp_path / "o"), report_to="none", identical_pairs="skip")
+    model, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+    data = Dataset.from_list([*PAIRS, {**PAIRS[2], "rejected": PAIRS[2]["chosen"]}])
+    args = dict(output_dir=str(tmp_path / "o"), report_to="none", max_length=128)
+    with pytest.raises(DataValidationError, match=r"^train: row 4: field 'rejected': equals 'chosen'"):
+        RPOTrainer(model, RPOConfig(**args, identical_pairs="error"), data, processing_class=tok)
+    with caplog.at_level("WARNING", logger="align.data.formats"):
+        trainer = RPOTrainer(model, RPOConfig(**args), data, processing_class=tok)
+    assert len(trainer.train_dataset) == 4 and "train: dropped 1 of 5 pairs" in caplog.text
