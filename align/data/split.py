@@ -31,7 +31,7 @@ def split_held_out(
     held = min(num_eval, size - min_train)
     if held < 1:
         raise DataValidationError(
-            f"{source}: {size} rows are too few to hold any back for evaluation (num_eval={num_eval}) and keep "
+            f"{source}: too few rows ({size}) to hold any back for evaluation (num_eval={num_eval}) and keep "
             f"{min_train} to train on; give evaluation data with --eval_dataset, or set --num_eval 0 to train "
             f"without evaluation"
         )

@@ -39,7 +39,7 @@ def test_nothing_to_hold_back_is_one_clear_error(size, min_train):
     with pytest.raises(DataValidationError) as info:
         split_held_out(pairs(size), 8, seed=0, min_train=min_train, source="data/x.jsonl")
     message = str(info.value)
-    assert message.startswith(f"data/x.jsonl: {size} rows are too few to hold any back for evaluation (num_eval=8)")
+    assert message.startswith(f"data/x.jsonl: too few rows ({size}) to hold any back for evaluation (num_eval=8)")
     assert f"keep {min_train} to train on" in message and "--eval_dataset" in message and "--num_eval 0" in message
 
 
