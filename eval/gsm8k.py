@@ -10,9 +10,12 @@ The model is ``builtin:<name>`` (default: SmolLM2-135M-Instruct, converted from 
 PyPI), a model folder, a LoRA adapter folder (merged into its base) or a hub id. The problems come
 from ``../shared/data/gsm8k`` when present, else the hub's ``openai/gsm8k``. Under ``accelerate
 launch`` the problems are sharded across the processes. Writes to ``--output_dir``:
-``samples.jsonl`` (per problem: prompt, outputs, strict and flexible extractions, gold answer,
+``samples.jsonl`` (per problem: prompt, outputs, gold answer, and per metric the extractions and
 verdicts), ``metrics.json`` and ``generation/`` (finished chunks: re-running a killed command
-resumes). Prompts, extraction and metrics: :mod:`align.evaluation.gsm8k`.
+resumes). Metrics: ``strict-match`` and ``flexible-extract`` exactly as lm-evaluation-harness's
+``gsm8k`` task computes them, ``verifier`` (align's GSM8K verifier: a lenient ``####`` reading, then
+math-verify), ``maj@n`` and ``pass@k`` (from the verifier). Prompts, extraction and metrics:
+:mod:`align.evaluation.gsm8k`.
 """
 
 from __future__ import annotations

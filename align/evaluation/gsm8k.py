@@ -12,23 +12,41 @@ there, else the hub's ``openai/gsm8k`` (config ``main``); ``limit`` takes the fi
   task, ``"Question: {question}\\nAnswer:"`` answered by the gold solution, for the first N
   problems of the train split (lm-eval's ``first_n`` sampler), given as earlier user/assistant
   turns (lm-eval's ``--apply_chat_template --fewshot_as_multiturn``), then the test question in
-  the same format. A model without a chat template gets the same text as one plain string, and
-  its answer is cut at the next ``"Question:"`` (the stop sequence lm-eval uses).
+  the same format. A model without a chat template gets the same text as one plain string.
 
-**Extraction**, both reported:
+**Metrics.** Every sample is scored three ways (``metrics.json``, ``samples.jsonl`` and the
+training hook's logs use these names):
 
-- strict: the number after the first ``####`` (the format of GSM8K's own solutions; lm-eval's
-  ``strict-match``), no answer if the completion has none;
-- flexible: the strict answer if there is one, else math-verify's reading of the text
-  (``\\boxed{}``, "the answer is …", else the last number), as :class:`align.rewards.GSM8KVerifier`
-  judges on-policy samples. Numbers are normalised ("1,080" = "1080", "$18.00" = "18").
+- ``strict-match`` and ``flexible-extract``: lm-evaluation-harness's ``gsm8k`` task, computed as it
+  computes them (:data:`STRICT_MATCH_REGEX`, :data:`FLEXIBLE_EXTRACT_REGEX`, :func:`lm_eval_extract`,
+  :func:`lm_eval_exact_match`). strict-match takes the first ``#### <digits , . ->`` (exactly one
+  space after ``####``); flexible-extract takes the last number-like run of the text (``-?[$0-9.,]{2,}``
+  or a single digit); nothing found reads ``"[invalid]"``. The extraction is then compared with the
+  dataset's solution by lm-eval's ``exact_match``: ``,``, ``$``, everything up to the last ``#### ``
+  and a final ``.`` are deleted from both, case is ignored, and the rest must be equal. So ``#### 18``
+  and ``#### 1,080`` count, ``#### $18``, ``####18`` and ``#### 18.00`` do not (strict-match), and
+  ``\\boxed{18}`` or "the answer is 18." count for flexible-extract only if 18 is the last number
+  written;
+- ``verifier``: :class:`align.rewards.GSM8KVerifier`, the judge of on-policy samples: the number after
+  the first ``####`` read leniently (``#### $18``, ``####18``, ``#### 18.00`` all read 18), else
+  math-verify's reading of the text (``\\boxed{}``, "the answer is …", the last number), numbers
+  normalised ("1,080" = "1080").
 
-**Metrics** from n samples per problem (``num_samples``; greedy decoding gives one):
+The same regexes apply whatever the prompt. lm-eval's 5-shot prompt shows solutions ending in
+``#### 72``, which models copy; the zero-shot instruction asks for ``#### <number>`` but cannot stop
+a model writing ``#### $18``, which only the verifier accepts. With the few-shot prompt an answer is
+cut at lm-eval's stop sequences (:data:`LM_EVAL_UNTIL`) before scoring, as lm-eval does (its
+flexible-extract would otherwise read numbers of a next "Question:" the model made up).
 
-- ``accuracy_strict`` / ``accuracy`` (flexible): the fraction of correct samples (= pass@1);
-- ``maj@n``: the most frequent flexible answer among the n samples (samples without an answer do
-  not vote; a tie goes to the answer reached first) is correct;
-- ``pass@k`` for each k ≤ n: the unbiased estimator of Chen et al. 2021
+From n samples per problem (``num_samples``; greedy decoding gives one):
+
+- ``strict-match``, ``flexible-extract``, ``verifier``: the fraction of correct samples (pass@1). With
+  n = 1 the first two are lm-eval's numbers; lm-eval's ``take_first`` would score only the first of
+  n > 1 samples, the mean over all n estimates the same quantity with less noise;
+- ``strict-match_answered``: the fraction of samples in which strict-match found a ``#### N``;
+- ``maj@n`` (verifier answers): the most frequent verifier answer among the n samples (samples
+  without an answer do not vote; a tie goes to the answer reached first) is correct;
+- ``pass@k`` (verifier verdicts) for each k ≤ n: the unbiased estimator of Chen et al. 2021
   (https://arxiv.org/abs/2107.03374), pass@k = 1 − C(n − c, k) / C(n, k) for c correct samples,
   averaged over problems.
 """
@@ -36,6 +54,7 @@ there, else the hub's ``openai/gsm8k`` (config ``main``); ``limit`` takes the fi
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,12 +63,22 @@ from typing import Any
 
 from align.data.gsm8k import LOCAL_GSM8K_TEST, LOCAL_GSM8K_TRAIN, final_answer, load_gsm8k
 from align.generation import SamplingConfig
-from align.rewards.gsm8k import GSM8KVerifier, extract_answer, normalize_number, strict_answer
+from align.rewards.gsm8k import GSM8KVerifier, extract_answer, normalize_number
 
 __all__ = [
+    "EXACT_MATCH_IGNORE",
+    "FLEXIBLE_EXTRACT_REGEX",
+    "LM_EVAL_FALLBACK",
+    "LM_EVAL_FILTERS",
+    "LM_EVAL_UNTIL",
+    "METRICS",
+    "STRICT_MATCH_REGEX",
     "ZERO_SHOT_INSTRUCTION",
     "GSM8KConfig",
     "build_prompts",
+    "cut_at_stop",
+    "lm_eval_exact_match",
+    "lm_eval_extract",
     "load_gsm8k_split",
     "majority_answer",
     "pass_at_k",
@@ -62,7 +91,18 @@ ZERO_SHOT_INSTRUCTION = (
     "'#### <number>'."
 )
 FEWSHOT_TEMPLATE = "Question: {question}\nAnswer:"
-STOP = "Question:"
+
+# lm-evaluation-harness's gsm8k task, lm_eval/tasks/gsm8k/gsm8k.yaml (lm-eval 0.4): the regexes of its
+# filter_list (each a RegexFilter of lm_eval/filters/extraction.py, then take_first), the
+# regexes_to_ignore of its exact_match metric (ignore_case: true) and generation_kwargs.until.
+# tests/eval/test_gsm8k.py reads them from the installed lm_eval and compares verdicts with its code.
+STRICT_MATCH_REGEX = r"#### (\-?[0-9\.\,]+)"
+FLEXIBLE_EXTRACT_REGEX = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"
+LM_EVAL_FILTERS = {"strict-match": (STRICT_MATCH_REGEX, 0), "flexible-extract": (FLEXIBLE_EXTRACT_REGEX, -1)}
+LM_EVAL_FALLBACK = "[invalid]"
+EXACT_MATCH_IGNORE = (",", r"\$", r"(?s).*#### ", r"\.$")
+LM_EVAL_UNTIL = ("Question:", "</s>", "<|im_end|>")
+METRICS = ("strict-match", "flexible-extract", "verifier")
 
 
 @dataclass
@@ -161,6 +201,46 @@ def build_prompts(
     return prompts
 
 
+def lm_eval_extract(text: str, metric: str) -> str:
+    """lm-eval's filtered answer of ``text`` under ``metric`` (``strict-match`` or ``flexible-extract``),
+    as its RegexFilter: every match of the pattern (``re.findall``), the first (strict-match) or the
+    last (flexible-extract); of a match with several groups the first non-empty one; stripped;
+    ``"[invalid]"`` when nothing matches. ``"So 3 + 4 = 7.\\n#### 7"`` → ``"7"`` / ``"7"``;
+    ``"#### $18"`` → ``"[invalid]"`` / ``"$18"``; ``"The answer is 18."`` → ``"[invalid]"`` / ``"18."``."""
+    pattern, group_select = LM_EVAL_FILTERS[metric]
+    matches = re.findall(pattern, text)
+    if not matches:
+        return LM_EVAL_FALLBACK
+    match = matches[group_select]
+    if isinstance(match, tuple):
+        match = next((group for group in match if group), LM_EVAL_FALLBACK)
+    return match.strip()
+
+
+def _lm_eval_normalize(text: str) -> str:
+    # lm-eval compares numpy string arrays, which drop trailing NULs and keep a lower-cased string to
+    # its old width; neither touches the digits, signs and separators a filter can return.
+    for pattern in EXACT_MATCH_IGNORE:
+        text = re.sub(pattern, "", text)
+    return text.lower()
+
+
+def lm_eval_exact_match(prediction: str, solution: str) -> bool:
+    """lm-eval's gsm8k ``exact_match`` of a filtered answer against the dataset's full solution (its
+    ``doc_to_target``): the :data:`EXACT_MATCH_IGNORE` regexes deleted from both in turn (``,``, ``$``,
+    everything up to the last ``#### ``, a final ``.``), both lower-cased, then equal.
+    ``("1,080", "… #### 1080")`` and ``("18.", "… #### 18")`` match; ``("18.00", "… #### 18")`` does not."""
+    return _lm_eval_normalize(prediction) == _lm_eval_normalize(solution)
+
+
+def cut_at_stop(text: str) -> str:
+    """``text`` up to the first of lm-eval's stop sequences (:data:`LM_EVAL_UNTIL`), as its generate_until
+    cuts each: a few-shot answer ends where the model starts the next "Question:"."""
+    for stop in LM_EVAL_UNTIL:
+        text = text.split(stop)[0]
+    return text
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples of which c are correct: 1 − C(n − c, k) / C(n, k).
 
@@ -184,10 +264,6 @@ def majority_answer(answers: Sequence[str | None]) -> str | None:
     return next(a for a in answers if a is not None and votes[a] == best)
 
 
-def _same_number(answer: str | None, gold: str) -> bool:
-    return answer is not None and normalize_number(answer) == gold
-
-
 def score_samples(
     questions: Sequence[str],
     samples: Sequence[Sequence[str]],
@@ -197,9 +273,10 @@ def score_samples(
 ) -> tuple[list[dict], dict[str, float]]:
     """Score n completions per problem against the gold solutions (``... #### N``).
 
-    Returns one record per problem (``gold``, ``outputs``, ``extracted_strict``,
-    ``extracted_flexible``, ``correct_strict``, ``correct``, ``majority``, ``majority_correct``)
-    and the metrics of the module docstring.
+    Returns one record per problem (``question``, ``gold``: the verifier's normalised answer,
+    ``outputs``, ``extracted`` and ``correct``: per metric of :data:`METRICS` a list over the samples,
+    the extraction being lm-eval's filtered answer or the verifier's, ``majority``,
+    ``majority_correct``) and the metrics of the module docstring.
     """
     if not (len(questions) == len(samples) == len(solutions)):
         raise ValueError(f"got {len(questions)} questions, {len(samples)} sample lists and {len(solutions)} solutions")
@@ -210,44 +287,37 @@ def score_samples(
     n = n_values.pop() if n_values else 0
     for question, outputs, solution in zip(questions, samples, solutions, strict=True):
         gold = normalize_number(final_answer(solution))
-        strict = [strict_answer(o) for o in outputs]
-        flexible = [extract_answer(o) for o in outputs]
-        correct_strict = [_same_number(a, gold) for a in strict]
-        correct = verifier.verify([question] * len(outputs), list(outputs), [gold] * len(outputs))
-        majority = majority_answer(flexible)
+        extracted = {m: [lm_eval_extract(o, m) for o in outputs] for m in LM_EVAL_FILTERS}
+        correct = {m: [lm_eval_exact_match(a, solution) for a in extracted[m]] for m in LM_EVAL_FILTERS}
+        extracted["verifier"] = [extract_answer(o) for o in outputs]
+        verdicts = verifier.verify([question] * len(outputs), list(outputs), [gold] * len(outputs))
+        correct["verifier"] = [bool(c) for c in verdicts]
+        majority = majority_answer(extracted["verifier"])
+        # the verdict of the first sample that reached the majority answer (same answer, same verdict)
+        majority_correct = majority is not None and correct["verifier"][extracted["verifier"].index(majority)]
         records.append(
             {
                 "question": question,
                 "gold": gold,
                 "outputs": list(outputs),
-                "extracted_strict": strict,
-                "extracted_flexible": flexible,
-                "correct_strict": correct_strict,
-                "correct": [bool(c) for c in correct],
+                "extracted": extracted,
+                "correct": correct,
                 "majority": majority,
-                # the verdict of the first sample that reached the majority answer (same answer, same verdict)
-                "majority_correct": majority is not None and bool(correct[flexible.index(majority)]),
+                "majority_correct": majority_correct,
             }
         )
     total = len(records)
     if total == 0:
         raise ValueError("no problems to score")
-    metrics: dict[str, float] = {
-        "num_problems": total,
-        "num_samples": n,
-        "accuracy_strict": sum(sum(r["correct_strict"]) for r in records) / (total * n),
-        "accuracy": sum(sum(r["correct"]) for r in records) / (total * n),
-        f"maj@{n}": sum(r["majority_correct"] for r in records) / total,
-        "answered_strict": sum(sum(a is not None for a in r["extracted_strict"]) for r in records) / (total * n),
-    }
+    metrics: dict[str, float] = {"num_problems": total, "num_samples": n}
+    for metric in METRICS:
+        metrics[metric] = sum(sum(r["correct"][metric]) for r in records) / (total * n)
+    answered = sum(a != LM_EVAL_FALLBACK for r in records for a in r["extracted"]["strict-match"])
+    metrics["strict-match_answered"] = answered / (total * n)
+    metrics[f"maj@{n}"] = sum(r["majority_correct"] for r in records) / total
     for k in pass_k:
-        metrics[f"pass@{k}"] = sum(pass_at_k(n, sum(r["correct"]), k) for r in records) / total
+        metrics[f"pass@{k}"] = sum(pass_at_k(n, sum(r["correct"]["verifier"]), k) for r in records) / total
     return records, metrics
-
-
-def _cut_at_stop(text: str) -> str:
-    index = text.find(STOP)
-    return text if index < 0 else text[:index].rstrip()
 
 
 def run_gsm8k(
@@ -264,7 +334,7 @@ def run_gsm8k(
 
     Sampling is sharded across the processes of ``accelerator`` (all of them must call this).
     With ``output_dir`` the main process writes ``samples.jsonl`` (one record per problem: the
-    prompt, the outputs, the strict and flexible extractions, the gold answer and verdicts) and
+    prompt, the outputs, each metric's extractions and verdicts, the gold answer) and
     ``metrics.json``, each atomically; finished generation chunks go to ``output_dir/generation``
     so a killed run resumes (``cache_key`` names the model in that cache's key).
     """
@@ -289,8 +359,8 @@ def run_gsm8k(
         cache_key=cache_key,
         show_progress=show_progress,
     )
-    if not chat and config.num_fewshot:
-        samples = [[_cut_at_stop(s) for s in group] for group in samples]
+    if config.num_fewshot:
+        samples = [[cut_at_stop(s) for s in group] for group in samples]
     records, metrics = score_samples(questions, samples, [r["answer"] for r in rows], pass_k=config.pass_k)
     main = accelerator is None or accelerator.is_main_process
     if output_dir is not None and main:

@@ -96,7 +96,7 @@ class Benchmark:
 
 
 class GSM8KBenchmark(Benchmark):
-    name, headline = "gsm8k", "accuracy"
+    name, headline = "gsm8k", "flexible-extract"
 
     def __init__(self, config) -> None:
         self.config = config

@@ -2,9 +2,11 @@
 
 Extraction of a completion's answer:
 
-1. strict: the number after the first ``####`` (GSM8K's own format). If such a line exists it
-   wins, even if other numbers follow it (a model that keeps generating after its answer is still
-   judged on the answer it marked);
+1. the marked answer: the number after the first ``####`` (GSM8K's own format), read leniently
+   (``#### $18``, ``####18``, ``#### 18.00`` all read 18, where lm-evaluation-harness's
+   ``strict-match`` rejects them: see :mod:`align.evaluation.gsm8k`). If such a line exists it wins,
+   even if other numbers follow it (a model that keeps generating after its answer is still judged
+   on the answer it marked);
 2. otherwise math-verify (``math_verify.parse``) finds the answer: ``\\boxed{18}``, "The answer is
    18", or the last number of the text.
 
@@ -24,7 +26,7 @@ from typing import Any
 from align.rewards.base import Prompt, RewardError
 from align.rewards.registry import register_reward
 
-__all__ = ["GSM8KVerifier", "extract_answer", "normalize_number", "strict_answer"]
+__all__ = ["GSM8KVerifier", "extract_answer", "marked_answer", "normalize_number"]
 
 # "#### 1,080", "#### $18.00", "#### -3", "#### 18." (the final "." is punctuation, not a decimal point)
 _FINAL = re.compile(r"####\s*\$?\s*(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)")
@@ -60,8 +62,8 @@ def _parse(text: str) -> list[Any]:
     return parse(text, parsing_timeout=_math_verify_timeout())
 
 
-def strict_answer(text: str) -> str | None:
-    """The normalised number after the first ``####`` of ``text``, or None (GSM8K's strict format)."""
+def marked_answer(text: str) -> str | None:
+    """The normalised number after the first ``####`` of ``text`` (GSM8K's format, leniently read), or None."""
     match = _FINAL.search(text)
     return None if match is None else normalize_number(match.group(1))
 
@@ -69,9 +71,9 @@ def strict_answer(text: str) -> str | None:
 def extract_answer(text: str) -> str | None:
     """The answer of a completion or solution: the ``#### N`` number if there is one, else
     math-verify's extraction; numbers normalised (:func:`normalize_number`); None if no answer."""
-    strict = strict_answer(text)
-    if strict is not None:
-        return strict
+    marked = marked_answer(text)
+    if marked is not None:
+        return marked
     parsed = _parse(text)
     if not parsed:
         return None
@@ -81,7 +83,7 @@ def extract_answer(text: str) -> str | None:
 
 def _reference_answer(reference: str) -> str:
     """A reference's answer: "#### N" of a full solution, else the bare answer (normalised if a number)."""
-    answer = strict_answer(reference)
+    answer = marked_answer(reference)
     if answer is None:
         answer = normalize_number(reference) or reference.strip()
     if not answer:
@@ -91,16 +93,16 @@ def _reference_answer(reference: str) -> str:
 
 def _is_correct(completion: str, reference: str) -> bool:
     gold = _reference_answer(reference)
-    strict = strict_answer(completion)
-    if strict is not None and normalize_number(gold) is not None:
-        return strict == gold
+    marked = marked_answer(completion)
+    if marked is not None and normalize_number(gold) is not None:
+        return marked == gold
     from math_verify import verify
 
     gold_parsed = _parse(gold)
     if not gold_parsed:
         raise ValueError(f"math-verify cannot parse the reference answer {gold!r}")
     # With a "#### N" line, only N is compared (the rest of the text never counts).
-    answer_parsed = _parse(strict) if strict is not None else _parse(completion)
+    answer_parsed = _parse(marked) if marked is not None else _parse(completion)
     return bool(verify(gold_parsed, answer_parsed, timeout_seconds=_math_verify_timeout()))
 
 

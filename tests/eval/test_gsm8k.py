@@ -1,4 +1,6 @@
-"""GSM8K evaluation: extraction, scoring, maj@k / pass@k, prompts, the CLI (1 and 2 processes, resume)."""
+"""GSM8K evaluation: lm-eval's strict-match / flexible-extract checked against lm-evaluation-harness's own
+gsm8k task on a few hundred outputs, the verifier metric, maj@k / pass@k, prompts, the CLI (1 and 2
+processes, resume)."""
 
 import itertools
 import json
@@ -11,19 +13,27 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from align.data.gsm8k import LOCAL_GSM8K_TEST
 from align.evaluation.gsm8k import (
+    EXACT_MATCH_IGNORE,
     FEWSHOT_TEMPLATE,
+    LM_EVAL_FILTERS,
+    LM_EVAL_UNTIL,
+    METRICS,
     ZERO_SHOT_INSTRUCTION,
     GSM8KConfig,
     build_prompts,
+    cut_at_stop,
+    lm_eval_exact_match,
+    lm_eval_extract,
     load_gsm8k_split,
     majority_answer,
     pass_at_k,
     score_samples,
 )
-from align.rewards.gsm8k import extract_answer, strict_answer
+from align.rewards.gsm8k import extract_answer
 from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,48 +49,191 @@ def test_all_gold_solutions_score_100_and_shifted_answers_score_0():
     assert len(rows) == 1319
     questions, solutions = [r["question"] for r in rows], [r["answer"] for r in rows]
     _, gold = score_samples(questions, [[s] for s in solutions], solutions)
-    assert gold["accuracy_strict"] == gold["accuracy"] == gold["maj@1"] == gold["pass@1"] == 1.0
+    assert {gold[m] for m in ("strict-match", "flexible-extract", "verifier", "maj@1", "pass@1")} == {1.0}
 
     def shifted(solution: str) -> str:  # the final answer + 1, in the same "#### N" line
         head, _, answer = solution.rpartition("####")
         return f"{head}#### {int(answer.strip().replace(',', '')) + 1}"
 
     _, wrong = score_samples(questions, [[shifted(s)] for s in solutions], solutions)
-    assert wrong["accuracy_strict"] == wrong["accuracy"] == wrong["maj@1"] == 0.0
-    assert wrong["answered_strict"] == 1.0
+    assert wrong["strict-match"] == wrong["flexible-extract"] == wrong["verifier"] == wrong["maj@1"] == 0.0
+    assert wrong["strict-match_answered"] == 1.0
 
 
 @pytest.mark.parametrize(
-    ("text", "strict", "flexible"),
+    ("text", "strict_match", "flexible_extract", "verifier"),
     [
-        ("So 3 + 4 = 7.\n#### 7", "7", "7"),
-        ("#### 1,080", "1080", "1080"),
-        ("#### $18.00", "18", "18"),
-        ("#### -3", "-3", "-3"),
-        ("#### 18.", "18", "18"),
-        ("#### 0.50", "0.5", "0.5"),
-        ("#### 5\nwait, no: #### 6", "5", "5"),  # the first marked answer counts
-        ("The answer is 42.", None, "42"),
-        ("We get \\boxed{17} apples.", None, "17"),
-        ("12 + 30 = 42 and then 42 - 2 = 40", None, "40"),  # flexible: the last number
-        ("I do not know.", None, None),
-        ("####", None, None),
+        ("So 3 + 4 = 7.\n#### 7", "7", "7", "7"),
+        ("#### 1,080", "1,080", "1,080", "1080"),
+        ("#### $18.00", "[invalid]", "$18.00", "18"),  # lm-eval wants exactly '#### ' then digits
+        ("####18", "[invalid]", "18", "18"),
+        ("#### -3", "-3", "-3", "-3"),
+        ("#### 18.", "18.", "18.", "18"),
+        ("#### 0.50", "0.50", "0.50", "0.5"),
+        ("#### 5\nwait, no: #### 6", "5", "6", "5"),  # strict: the first match; flexible: the last
+        ("The answer is 42.", "[invalid]", "42.", "42"),
+        ("We get \\boxed{17} apples.", "[invalid]", "17", "17"),
+        ("12 + 30 = 42 and then 42 - 2 = 40", "[invalid]", "40", "40"),
+        ("I do not know.", "[invalid]", "[invalid]", None),
+        ("####", "[invalid]", "[invalid]", None),
     ],
 )
-def test_extraction_edge_cases(text, strict, flexible):
-    assert strict_answer(text) == strict
-    assert extract_answer(text) == flexible
+def test_extraction_edge_cases(text, strict_match, flexible_extract, verifier):
+    assert lm_eval_extract(text, "strict-match") == strict_match
+    assert lm_eval_extract(text, "flexible-extract") == flexible_extract
+    assert extract_answer(text) == verifier
 
 
-def test_strict_and_flexible_are_reported_apart():
-    solutions = ["#### 40"] * 3
-    samples = [["#### 40"], ["The answer is 40."], ["#### 41 (the answer is 40)"]]
-    records, metrics = score_samples(["q"] * 3, samples, solutions)
-    assert [r["correct_strict"] for r in records] == [[True], [False], [False]]
-    assert [r["correct"] for r in records] == [[True], [True], [False]]
-    assert metrics["accuracy_strict"] == pytest.approx(1 / 3)
-    assert metrics["accuracy"] == pytest.approx(2 / 3)
-    assert metrics["answered_strict"] == pytest.approx(2 / 3)
+def test_the_three_metrics_differ_as_documented():
+    solution = "16 - 3 - 4 = 9 eggs, 9 * 2 = 18 dollars.\n#### 18"
+    verdicts = {  # output: (strict-match, flexible-extract, verifier)
+        "#### 18": (True, True, True),
+        "#### $18": (False, True, True),
+        "####18": (False, True, True),
+        "#### 18.00": (False, False, True),
+        "#### 18\nThat is 2 dozen eggs less 6.": (True, False, True),  # flexible reads the last number
+        "The answer is 18.": (False, True, True),
+        "\\boxed{18}": (False, True, True),
+        "#### 17": (False, False, False),
+    }
+    outputs = list(verdicts)
+    records, metrics = score_samples(["q"], [outputs], [solution])
+    [record] = records
+    assert list(zip(*(record["correct"][m] for m in METRICS))) == list(verdicts.values())
+    assert metrics["strict-match"] == pytest.approx(2 / 8)
+    assert metrics["flexible-extract"] == pytest.approx(5 / 8)
+    assert metrics["verifier"] == pytest.approx(7 / 8) == metrics["pass@1"]
+    assert metrics["strict-match_answered"] == pytest.approx(4 / 8)
+    assert record["extracted"]["strict-match"][:2] == ["18", "[invalid]"] and record["extracted"]["verifier"][1] == "18"
+    assert lm_eval_exact_match("1,080", "#### 1080") and not lm_eval_exact_match("18.00", "#### 18")
+
+
+# -- strict-match and flexible-extract against lm-evaluation-harness's own gsm8k task ------------------
+
+
+def _solution(value: str) -> str:
+    return f"Some reasoning with 3 + 4 = 7 and 12 apples.\n#### {value}"
+
+
+def _writings(value: int) -> list[str]:
+    """How a model may write the number ``value``."""
+    plain = str(value)
+    out = [plain, f"{value:,}", f"{value}.00", f"{value}.0", f"${value}", f"${value:,}.00", f"+{value}", f"0{value}"]
+    if value < 0:
+        out.append(f"\u2212{-value}")  # a unicode minus sign
+    return out
+
+
+# {a}: the answer as written; {b}: a different number
+TEMPLATES = [
+    "#### {a}", "####{a}", "#### {a}.", "####  {a}", "#### {a} apples", "#### {a}\n", "#### {a}.\n\nDone.",
+    "So the total is {b} + 1 = {a}.\n#### {a}", "#### {a}\nThat is {b} more than yesterday.", "#### {b}\n#### {a}",
+    "#### {a}\n#### {b}", "The answer is {a}.", "The answer is {a}", "The answer is: **{a}**", "\\boxed{{{a}}}",
+    "$\\boxed{{{a}}}$.", "{a}", "{a}.", "Answer: {a}!", "It costs {a} dollars, i.e. {b} cents.", "#### {a}%",
+    "#### {a}/1", "The answer is {a}。", "####\u00a0{a}", "#### \uff11\uff18", "#### \u0661\u0668", "{b} then {a}",
+    "#### {a}\nQuestion: Tom has {b} apples.\nAnswer: #### {b}", "No idea.", "", "####", "#### ", "#### .", "#### ,",
+    "#### -", "#### 1e3", "#### {a}\u200b", "ÉTAPE {b}: #### {a}",
+]  # fmt: skip
+
+
+def _varied_outputs() -> tuple[list[str], list[list[str]]]:
+    """Solutions with varied answers and, per solution, every template written with the right number
+    in each way (and a wrong number), with or without a reasoning prefix."""
+    solutions, samples = [], []
+    for gold in (18, 7, -3, 0, 1080, 250000):
+        solutions.append(_solution(f"{gold:,}" if gold == 250000 else str(gold)))
+        wrong = gold + 1 if gold != 7 else 8
+        outputs = []
+        for i, template in enumerate(TEMPLATES):
+            for a in [*_writings(gold), str(wrong)]:
+                prefix = "First, 16 - 3 = 13, then 13 - 4 = 9.\n" if i % 3 == 0 else ""
+                outputs.append(prefix + template.format(a=a, b=wrong * 2))
+        samples.append(outputs)
+    width = max(map(len, samples))
+    return solutions, [s + ["#### no answer"] * (width - len(s)) for s in samples]
+
+
+@pytest.fixture(scope="module")
+def lm_eval_task():
+    """lm-eval's own gsm8k task, built from the installed package's yaml (no dataset download: the docs
+    are given). lm-eval is a dev dependency: a missing one fails here, it is not skipped."""
+    import datasets
+    import lm_eval
+    from lm_eval.api.task import ConfigurableTask
+
+    config = yaml.safe_load((Path(lm_eval.__file__).parent / "tasks" / "gsm8k" / "gsm8k.yaml").read_text())
+    docs = [{"question": "q", "answer": "#### 1"}]
+    splits = {split: datasets.Dataset.from_list(docs) for split in ("train", "test")}
+    config["custom_dataset"] = lambda **_: datasets.DatasetDict(splits)
+    return config, ConfigurableTask(config=config)
+
+
+def _lm_eval_verdicts(task, solution: str, outputs: list[str]) -> dict[str, tuple[list[str], list[bool]]]:
+    """lm-eval's filtered answers and exact_match verdicts of each output (one response per request)."""
+    from lm_eval.api.instance import Instance
+
+    doc = {"question": "q", "answer": solution}
+    instances = [Instance("generate_until", doc, ("", {}), idx=0, resps=[o]) for o in outputs]
+    for ensemble in task._filters:
+        ensemble.apply(instances)
+    out = {}
+    for name in LM_EVAL_FILTERS:
+        filtered = [inst.filtered_resps[name] for inst in instances]
+        verdicts = [task.process_results(doc, [f])["exact_match"] == 1.0 for f in filtered]
+        out[name] = (filtered, verdicts)
+    return out
+
+
+def test_our_constants_are_lm_evals_gsm8k_settings(lm_eval_task):
+    config, _ = lm_eval_task
+    filters = {f["name"]: f["filter"] for f in config["filter_list"]}
+    assert list(filters) == list(LM_EVAL_FILTERS)
+    for name, (pattern, group_select) in LM_EVAL_FILTERS.items():
+        regex, take = filters[name]
+        assert regex["function"] == "regex" and regex["regex_pattern"] == pattern
+        assert regex.get("group_select", 0) == group_select
+        assert take == {"function": "take_first"}
+    [metric] = config["metric_list"]
+    assert metric["metric"] == "exact_match" and metric["ignore_case"] and not metric["ignore_punctuation"]
+    assert tuple(metric["regexes_to_ignore"]) == EXACT_MATCH_IGNORE
+    assert tuple(config["generation_kwargs"]["until"]) == LM_EVAL_UNTIL
+    assert config["doc_to_text"].replace("{{question}}", "{question}") == FEWSHOT_TEMPLATE
+    assert config["doc_to_target"] == "{{answer}}"  # the full solution; exact_match strips up to '#### '
+
+
+def test_strict_match_and_flexible_extract_equal_lm_evals_on_varied_outputs(lm_eval_task):
+    _, task = lm_eval_task
+    solutions, samples = _varied_outputs()
+    assert sum(map(len, samples)) > 300
+    records, metrics = score_samples(["q"] * len(solutions), samples, solutions)
+    counts = {name: [0, 0] for name in LM_EVAL_FILTERS}
+    lenient = 0  # outputs the verifier accepts and strict-match rejects
+    for record, solution, outputs in zip(records, solutions, samples, strict=True):
+        theirs = _lm_eval_verdicts(task, solution, outputs)
+        for name, (filtered, verdicts) in theirs.items():
+            assert record["extracted"][name] == filtered, name
+            mismatches = [o for o, ours, lm in zip(outputs, record["correct"][name], verdicts) if ours != lm]
+            assert not mismatches, (name, solution, mismatches[:5])
+            counts[name][0] += sum(verdicts)
+            counts[name][1] += len(verdicts) - sum(verdicts)
+        lenient += sum(v and not s for v, s in zip(record["correct"]["verifier"], record["correct"]["strict-match"]))
+    # both verdicts occur often, so the comparison could fail either way
+    assert all(right > 50 and wrong > 50 for right, wrong in counts.values()), counts
+    assert lenient > 50
+    n = sum(map(len, samples))
+    assert metrics["strict-match"] == pytest.approx(counts["strict-match"][0] / n)
+    assert metrics["flexible-extract"] == pytest.approx(counts["flexible-extract"][0] / n)
+
+
+def test_few_shot_answers_are_cut_where_lm_eval_cuts_them(lm_eval_task):
+    from lm_eval.models.utils import postprocess_generated_text
+
+    config, _ = lm_eval_task
+    until = config["generation_kwargs"]["until"]
+    texts = ["#### 18\n\nQuestion: Tom has 3 apples.\nAnswer: #### 3", "#### 5</s>Question: 9", "no stop #### 7",
+             "x<|im_end|>y Question: z", "Question: at the start"]  # fmt: skip
+    for text in texts:
+        assert cut_at_stop(text) == postprocess_generated_text(text, until, None)
 
 
 # -- maj@k and pass@k -------------------------------------------------------------------------------
@@ -101,7 +254,7 @@ def test_majority_vote_on_hand_built_samples():
     assert [r["majority_correct"] for r in records] == [True, False, False, False]
     assert metrics["maj@4"] == 0.25
     correct = [2, 2, 1, 0]
-    assert metrics["accuracy"] == metrics["pass@1"] == pytest.approx(sum(correct) / 16)
+    assert metrics["verifier"] == metrics["pass@1"] == pytest.approx(sum(correct) / 16)
     assert metrics["pass@4"] == pytest.approx(3 / 4)
     # pass@2 by hand: 1 - C(n-c, 2)/C(4, 2): c=2 → 1 - 1/6, c=1 → 1 - 3/6, c=0 → 0
     assert metrics["pass@2"] == pytest.approx(((1 - 1 / 6) * 2 + (1 - 3 / 6)) / 4)
@@ -192,16 +345,8 @@ def test_cli_writes_per_problem_records_and_resumes_from_finished_chunks(tiny_mo
     assert len(records) == 4 and metrics["num_problems"] == 4
     assert [r["gold"] for r in records] == ["0", "2", "4", "6"]
     assert records[1]["prompt"] == [{"role": "user", "content": f"What is 1 + 1?\n{ZERO_SHOT_INSTRUCTION}"}]
-    assert set(records[0]) >= {
-        "index",
-        "prompt",
-        "outputs",
-        "extracted_strict",
-        "extracted_flexible",
-        "gold",
-        "correct_strict",
-        "correct",
-    }
+    assert set(records[0]) >= {"index", "prompt", "outputs", "extracted", "gold", "correct"}
+    assert set(records[0]["correct"]) == set(records[0]["extracted"]) == set(METRICS)
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["metrics"] == metrics and saved["config"]["limit"] == 4
 
@@ -211,10 +356,11 @@ def test_cli_writes_per_problem_records_and_resumes_from_finished_chunks(tiny_mo
     assert json.loads(chunk.read_text()) == [r["outputs"] for r in records[2:]]
     chunk.write_text(json.dumps([["#### 4"], ["#### 6"]]))
     resumed = cli.main(argv)
-    assert resumed["accuracy_strict"] == pytest.approx((2 + sum(sum(r["correct_strict"]) for r in records[:2])) / 4)
+    earlier = sum(sum(r["correct"]["strict-match"]) for r in records[:2])
+    assert resumed["strict-match"] == pytest.approx((2 + earlier) / 4)
     # a changed setting is a different run: the cache is dropped, nothing planted survives
     fresh = cli.main([*argv[:-1], str(out), "--max_new_tokens", "3"])
-    assert fresh["accuracy_strict"] < 0.5 and json.loads(chunk.read_text()) != [["#### 4"], ["#### 6"]]
+    assert fresh["strict-match"] < 0.5 and json.loads(chunk.read_text()) != [["#### 4"], ["#### 6"]]
 
 
 def _free_port() -> int:
@@ -253,6 +399,6 @@ def test_cli_on_the_builtin_smollm2_offline(tmp_path):
     metrics = load_script("eval/gsm8k.py").main(
         ["--limit", "2", "--max_new_tokens", "16", "--output_dir", str(tmp_path)]
     )
-    assert metrics["num_problems"] == 2 and 0.0 <= metrics["accuracy"] <= 1.0
+    assert metrics["num_problems"] == 2 and all(0.0 <= metrics[m] <= 1.0 for m in METRICS)
     records = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert records[0]["gold"] == "18" and records[0]["outputs"][0].strip()  # Janet's ducks

@@ -110,7 +110,7 @@ def test_rerun_does_nothing_and_a_changed_config_is_refused(setup, uninterrupted
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing redone
     changed = run_sppo(setup, out, num_samples="4")
-    assert changed.returncode != 0 and "changed: loop" in changed.stderr and "--start_over true" in changed.stderr
+    assert changed.returncode != 0 and "changed: loop.num_samples: 3 → 4" in changed.stderr and "--start_over true" in changed.stderr
 
 
 def test_a_benchmark_added_to_a_finished_run_runs_only_its_stages(setup, uninterrupted, tmp_path):
@@ -135,7 +135,7 @@ def test_a_benchmark_added_to_a_finished_run_runs_only_its_stages(setup, uninter
         assert (out / f"iteration-{t:02d}" / "benchmark" / "samples.jsonl").exists()
     assert "benchmark_start" in json.loads((out / "iteration-00" / "manifest.json").read_text())["stages"]
     assert all(p.stat().st_mtime_ns == m for p, m in trained.items() if p.name != "manifest.json")  # nothing retrained
-    assert "gsm8k accuracy |" in result.stdout and "\n| 2 |" in result.stdout
+    assert "gsm8k flexible-extract |" in result.stdout and "\n| 2 |" in result.stdout
 
     # the starting model's answers are those of eval/gsm8k.py on the base model (greedy)
     from tests.scripts import load_script
