@@ -21,8 +21,10 @@ The default judge, ``lm_judge`` on SmolLM2-135M-Instruct, runs offline anywhere 
 judge (near chance): use it to check the pipeline. For real numbers use ``openai_judge`` against
 any OpenAI-compatible server, or a strong local model (``--judge_options '{"model": "<folder>",
 "device": "cuda"}'``). The length-controlled win rate is a simplified offline version of the
-official one (no instruction-difficulty term, no regularisation toward the gamed baselines):
-comparable in spirit, not identical to the leaderboard.
+official one (no instruction-difficulty term, no regularisation toward the gamed baselines, an
+almost unpenalised fit instead of an L1-penalised cross-validated one): comparable in spirit, not
+identical to the leaderboard. When the judge's verdicts leave the length model without a finite fit
+(e.g. a judge that always prefers the longer answer) a warning says so and what was reported.
 
 For official leaderboard numbers, hand the ``model_outputs.json`` written here (alpaca_eval's own
 format) to the official command with its API-backed annotators (``pip install alpaca-eval``,

@@ -40,6 +40,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -76,6 +77,8 @@ __all__ = [
     "winrate_metrics",
     "write_model_outputs",
 ]
+
+logger = logging.getLogger(__name__)
 
 # The GPT-4 Turbo (gpt4_1106_preview) outputs AlpacaEval 2.0 compares against, in the shared data
 # next to the project checkout (``../shared/data/alpaca_eval`` from the project root).
@@ -392,6 +395,39 @@ def fit_length_glm(
     return float(w[0]), (None if features is None else float(w[1]))
 
 
+def _why_no_finite_fit(x: np.ndarray, features: np.ndarray | None) -> str | None:
+    """Why the unpenalised fit of σ(θ + φ·f) to the labels x has no finite maximum, or None if it has one.
+
+    The log-likelihood rises without bound along a direction (v_θ, v_φ) ≠ 0 exactly when it leaves
+    η_i = θ + φ·f_i unchanged for every soft label (0 < x_i < 1), lowers it for no win (x_i = 1) and
+    raises it for no loss (x_i = 0): quasi-separation (Albert and Anderson 1984). With one feature:
+    every label is a win (or every one a loss), or there is a c with the soft labels all at f = c,
+    the losses at f ≤ c and the wins at f ≥ c (or the other way round).
+    """
+    wins, losses, soft = x == 1.0, x == 0.0, (x > 0.0) & (x < 1.0)
+    if not soft.any() and not losses.any():
+        return "every preference is 2 (the model always wins), so θ → +∞"
+    if not soft.any() and not wins.any():
+        return "every preference is 1 (the reference always wins), so θ → −∞"
+    if features is None:
+        return None
+    f = np.asarray(features, dtype=np.float64)
+
+    def separated(below: np.ndarray, above: np.ndarray) -> bool:  # some c: f[below] ≤ c ≤ f[above], f[soft] = c
+        low = max(np.max(f[below], initial=-np.inf), np.max(f[soft], initial=-np.inf))
+        return low <= min(np.min(f[above], initial=np.inf), np.min(f[soft], initial=np.inf))
+
+    sides = ((losses, wins, "least", "longer", "+"), (wins, losses, "most", "shorter", "−"))
+    for below, above, bound, side, sign in sides:
+        if separated(below, above):
+            return (
+                f"the verdicts are separated by length (every comparison the model wins has a length difference, "
+                f"model − reference, at {bound} as large as every one it loses: a judge that prefers the {side} "
+                f"answer), so φ → {sign}∞"
+            )
+    return None
+
+
 def length_controlled_winrate(
     preferences: Sequence[float],
     model_lengths: Sequence[float],
@@ -411,10 +447,12 @@ def length_controlled_winrate(
     Degenerate cases: with fewer than 2 rows or every Δ_i equal, std(Δ) is 0 or undefined and φ has
     nothing to explain, so θ alone is fitted (``lc_phi`` is None and the result is the win rate,
     up to the penalty); when every x_i is 0 (or 1) the MLE of θ is −∞ (+∞), and when hard verdicts
-    are separable by length (every win longer than every loss) φ is infinite, so the loss carries a
-    small L2 penalty ``l2``/2·(θ² + φ²) (default :data:`LC_L2_PENALTY` = 1e-5: it moves θ by about
-    1e-3 and the LC win rate by about 0.01 points on ordinary data, and keeps |θ| near 9 when every
-    x_i is 0 or 1: an LC win rate of about 0.01 or 99.99).
+    are separable by length (every win longer than every loss, as from a judge that always prefers
+    the longer answer) φ is infinite, so the loss carries a small L2 penalty ``l2``/2·(θ² + φ²)
+    (default :data:`LC_L2_PENALTY` = 1e-5: it moves θ by about 1e-3 and the LC win rate by about
+    0.01 points on ordinary data, and keeps |θ| near 9 when every x_i is 0 or 1: an LC win rate of
+    about 0.01 or 99.99). In those cases the reported number is the penalty's, not the data's, and
+    a warning says so, naming the reason (:func:`_why_no_finite_fit`).
 
     How it differs from the official ``length_controlled_v1`` (``alpaca_eval.metrics.glm_winrate``),
     whose formula is ``np.tanh(std_delta_len) + instruction_difficulty + not_gamed_baseline - 1``:
@@ -427,18 +465,34 @@ def length_controlled_winrate(
     (5 folds, liblinear). Their Δ is reference minus model, so their φ has the opposite sign. The
     numbers are comparable in spirit (a win rate with the judge's length preference removed), not
     identical to the leaderboard's.
+
+    Measured against that L1-penalised cross-validated fit (reproduced with scikit-learn in
+    ``tests/eval/test_alpaca_eval.py``, whose slow test prints the figures) on simulated judges with a
+    moderate length bias: over the 805 instructions with soft preferences and model answers about as
+    long as the reference's (SPPO-Llama-3-8B's real lengths), a median gap of 0.001 points, 94% of
+    cases within 0.2, at most 1.0; with hard verdicts a median 0.05, 84% within 0.2, at most 2.6. The
+    L1 penalty also shrinks θ (the constant is a penalised column), and when the model's answers are
+    far from the reference's length (text-davinci-003's, 1,741 characters shorter on average) it
+    often zeroes θ and reports exactly 50: up to 9.5 points from ours. On 50 instructions the median
+    gap is 0.14 points with soft preferences and 1.05 with hard verdicts.
     """
     x = _soft_labels(preferences)
     delta = np.asarray(model_lengths, dtype=np.float64) - np.asarray(reference_lengths, dtype=np.float64)
     if delta.shape != x.shape:
         raise ValueError(f"{x.size} preferences but {delta.size} length differences")
     std = float(delta.std(ddof=1)) if x.size > 1 else 0.0
-    if std > 0:
-        theta, phi = fit_length_glm(x, np.tanh(delta / std), l2=l2)
-    else:
-        theta, phi = fit_length_glm(x, None, l2=l2)
+    features = np.tanh(delta / std) if std > 0 else None
+    theta, phi = fit_length_glm(x, features, l2=l2)
+    lc = 100.0 * 0.5 * (1.0 + math.tanh(0.5 * theta))
+    reason = _why_no_finite_fit(x, features)
+    if reason is not None:
+        logger.warning(
+            "length-controlled win rate: the length model has no finite maximum-likelihood fit because %s. "
+            "Reported instead: the L2-penalised fit (l2 = %g), LC win rate %.2f, a number set by the penalty rather "
+            "than by the data (the plain win rate is %.2f).", reason, l2, lc, 100.0 * float(x.mean()),
+        )  # fmt: skip
     return {
-        "length_controlled_winrate": 100.0 * 0.5 * (1.0 + math.tanh(0.5 * theta)),
+        "length_controlled_winrate": lc,
         "lc_theta": theta,
         "lc_phi": phi,
         "lc_delta_len_std": std,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import socket
@@ -152,7 +153,12 @@ def test_lc_fit_recovers_the_parameters_from_soft_labels_and_matches_a_generic_o
     assert ae.fit_length_glm(x, f) == pytest.approx(tuple(expected), abs=1e-5)
 
 
-def test_lc_degenerate_cases():
+def _lc_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == ae.__name__ and r.levelno == logging.WARNING]
+
+
+def test_lc_degenerate_cases(caplog):
+    caplog.set_level(logging.WARNING, logger=ae.__name__)
     # equal length differences: φ is undefined, θ alone is fitted, LC = the win rate
     same = ae.length_controlled_winrate([1.0, 2.0, 2.0, 1.5], [10, 20, 30, 40], [5, 15, 25, 35])
     assert same["lc_phi"] is None and same["lc_delta_len_std"] == 0
@@ -160,15 +166,141 @@ def test_lc_degenerate_cases():
     # one annotation: no std at all
     one = ae.length_controlled_winrate([1.75], [10], [5])
     assert one["lc_phi"] is None and one["length_controlled_winrate"] == pytest.approx(75.0, abs=0.01)
-    # every x = 1 (or 0): the unpenalised MLE is infinite; the penalty keeps it finite and extreme
+    assert _lc_warnings(caplog) == []  # both have a finite fit
+    # every x = 1 (or 0): the unpenalised MLE is infinite; the penalty keeps it finite and extreme, with a warning
     lengths = np.arange(1, 41) * 37 % 500
-    for value, low, high in ((2.0, 99.0, 100.0), (1.0, 0.0, 1.0)):
+    for value, low, high, why in ((2.0, 99.0, 100.0, "model always wins"), (1.0, 0.0, 1.0, "reference always wins")):
+        caplog.clear()
         lc = ae.length_controlled_winrate([value] * 40, lengths, np.full(40, 250))
         assert math.isfinite(lc["lc_theta"]) and math.isfinite(lc["lc_phi"])
         assert low < lc["length_controlled_winrate"] < high
+        [warning] = _lc_warnings(caplog)
+        assert why in warning and f"LC win rate {lc['length_controlled_winrate']:.2f}" in warning
     # hard verdicts separable by length (the model wins exactly when it is longer): φ stays finite
+    caplog.clear()
     separable = ae.length_controlled_winrate(1 + (lengths > 250), lengths, np.full(40, 250))
     assert 5 < separable["lc_phi"] < 1000 and math.isfinite(separable["lc_theta"])
+    [warning] = _lc_warnings(caplog)
+    assert "separated by length" in warning and "prefers the longer answer" in warning and "φ → +∞" in warning
+    assert "Reported instead: the L2-penalised fit" in warning and "plain win rate is" in warning
+    # the judge that prefers the shorter answer; and one soft verdict away from the boundary ends the separation
+    caplog.clear()
+    ae.length_controlled_winrate(1 + (lengths < 250), lengths, np.full(40, 250))
+    assert "prefers the shorter answer" in _lc_warnings(caplog)[0]
+    caplog.clear()
+    one_soft = np.where(lengths == lengths.max(), 1.3, 1 + (lengths > 250))
+    ae.length_controlled_winrate(one_soft, lengths, np.full(40, 250))
+    assert _lc_warnings(caplog) == []
+
+
+def test_a_judge_preferring_longer_answers_gets_the_no_finite_fit_warning(gpt4, davinci, caplog):
+    """LongerWins on text-davinci-003 against GPT-4 Turbo: wins exactly where davinci is longer, ties (½)
+    where the lengths are equal, i.e. at zero length difference: separated by length."""
+    caplog.set_level(logging.WARNING, logger=ae.__name__)
+    metrics = ae.alpaca_metrics(ae.judge_outputs(davinci, gpt4, LongerWins()))
+    [warning] = _lc_warnings(caplog)
+    assert "prefers the longer answer" in warning and f"{metrics['length_controlled_winrate']:.2f}" in warning
+    caplog.clear()
+    ae.alpaca_metrics(ae.judge_outputs(davinci, gpt4, LengthScore()))  # soft Bradley-Terry verdicts: a finite fit
+    assert _lc_warnings(caplog) == []
+
+
+# -- the gap to alpaca_eval's L1-penalised cross-validated fit ---------------------------------------
+
+
+def alpaca_eval_lc(preferences, model_lengths, reference_lengths) -> float:
+    """alpaca_eval's length-controlled win rate with its minimal formula, ``np.tanh(std_delta_len) +
+    not_gamed_baseline - 1`` (no instruction difficulty, no gamed baselines), fitted as its
+    ``fit_LogisticRegressionCV`` fits soft labels (alpaca_eval/metrics/glm_winrate.py): every row twice,
+    as y = 1 weighted x and y = 0 weighted 1 − x, L1-penalised liblinear without an intercept (the
+    constant column is penalised too), C chosen from 10 values by 5-fold GroupKFold on the log-loss,
+    then 100·σ(θ) at zero length difference. alpaca-eval is not installed here; scikit-learn comes with
+    lm-eval (the dev extra)."""
+    import sklearn
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.metrics import make_scorer
+    from sklearn.model_selection import GroupKFold
+
+    def logloss_continuous(y_true, y_pred, true_prob):  # their scorer: the soft label back from the 1/0 copy
+        y_soft = np.where(y_true == 1, true_prob, 1 - true_prob)
+        y_pred = np.clip(y_pred, 1e-15, 1 - 1e-15)
+        return -np.mean(y_soft * np.log(y_pred) + (1 - y_soft) * np.log(1 - y_pred))
+
+    x = np.asarray(preferences, dtype=float) - 1
+    delta = np.asarray(reference_lengths, dtype=float) - np.asarray(model_lengths, dtype=float)  # their sign
+    features = np.stack([np.ones_like(x), np.tanh(delta / delta.std(ddof=1))], axis=1)
+    n = x.size
+    with sklearn.config_context(enable_metadata_routing=True):
+        scorer = make_scorer(logloss_continuous, response_method="predict_proba", greater_is_better=False)
+        model = LogisticRegressionCV(
+            cv=GroupKFold(n_splits=5), scoring=scorer.set_score_request(true_prob=True), random_state=123,
+            l1_ratios=(1.0,), solver="liblinear", fit_intercept=False, use_legacy_attributes=False,
+        ).set_fit_request(sample_weight=True)  # fmt: skip
+        true_prob = np.concatenate([x, 1 - x])
+        model.fit(np.concatenate([features, features]), np.repeat([1, 0], n), sample_weight=true_prob,
+                  groups=np.tile(np.arange(n), 2), true_prob=true_prob)  # fmt: skip
+    theta = model.coef_[0][0]
+    return 100 / (1 + math.exp(-theta))
+
+
+def biased_judge(model_len, ref_len, *, theta, phi, noise, seed, hard=False):
+    """Preferences of a judge with a length bias: P_i = σ(θ + φ·tanh(z_i) + u_i), u_i ~ N(0, noise²) the
+    instruction's own quality difference; soft labels P_i, or hard verdicts drawn from them."""
+    rng = np.random.default_rng(seed)
+    delta = np.asarray(model_len) - np.asarray(ref_len)
+    p = 1 / (1 + np.exp(-(theta + phi * np.tanh(delta / delta.std(ddof=1)) + rng.normal(0, noise, delta.size))))
+    return 1 + ((rng.random(p.size) < p).astype(float) if hard else p)
+
+
+def lc_gaps(model_rows, reference_rows, grid) -> list[float]:
+    """Our LC win rate minus alpaca_eval's on each (theta, phi, noise, seed, hard) of ``grid``."""
+    model_len = [len(r["output"]) for r in model_rows]
+    ref_len = [len(r["output"]) for r in reference_rows]
+    gaps = []
+    for theta, phi, noise, seed, hard in grid:
+        pref = biased_judge(model_len, ref_len, theta=theta, phi=phi, noise=noise, seed=seed, hard=hard)
+        ours = ae.length_controlled_winrate(pref, model_len, ref_len)["length_controlled_winrate"]
+        gaps.append(ours - alpaca_eval_lc(pref, model_len, ref_len))
+    return gaps
+
+
+def test_lc_is_close_to_alpaca_evals_l1_cross_validated_fit_on_typical_annotations(gpt4):
+    """805 soft verdicts with a moderate length bias on the SPPO model's real lengths (as long as the
+    reference's on average): the two fits agree to a few hundredths of a point."""
+    sppo = json.loads(SPPO.read_text())
+    grid = [(theta, phi, 2.0, seed, False) for theta in (-1.0, 0.5) for phi in (0.5, 1.5) for seed in (0, 1, 2)]
+    gaps = np.abs(lc_gaps(sppo, gpt4, grid))
+    assert np.median(gaps) < 0.02 and gaps.max() < 0.2, gaps.round(3)
+
+
+def test_the_l1_fit_can_drop_the_intercept_far_from_the_references_length(gpt4, davinci):
+    """davinci writes 1,741 characters less than GPT-4 Turbo on average: the constant and tanh(z) columns
+    are nearly collinear and the L1 penalty can zero θ, so alpaca_eval's minimal fit reports exactly 50."""
+    model_len, ref_len = [len(r["output"]) for r in davinci], [len(r["output"]) for r in gpt4]
+    pref = biased_judge(model_len, ref_len, theta=0.5, phi=0.5, noise=2.0, seed=0)
+    assert alpaca_eval_lc(pref, model_len, ref_len) == 50.0
+    assert ae.length_controlled_winrate(pref, model_len, ref_len)["length_controlled_winrate"] > 55
+
+
+@pytest.mark.slow
+def test_lc_gap_to_alpaca_eval_over_a_grid_of_judges(gpt4, davinci):
+    """The measurement behind the README's figure: 3 seeds × 6 θ × 3 φ × 3 noise levels × soft/hard,
+    on the SPPO model's and on davinci's real lengths (805 instructions; and SPPO's first 50). Prints it."""
+    sppo = json.loads(SPPO.read_text())
+    grid = [(theta, phi, noise, seed, hard) for theta in (-1.5, -1.0, -0.5, 0.0, 0.5, 1.0) for phi in (0.5, 1.0, 1.5)
+            for noise in (1.0, 2.0, 3.0) for seed in range(3) for hard in (False, True)]  # fmt: skip
+    summary = {}
+    sets = (("SPPO-Llama-3-8B lengths", sppo), ("text-davinci-003 lengths", davinci), ("SPPO, first 50", sppo[:50]))
+    for name, rows in sets:
+        gaps = np.array(lc_gaps(rows, gpt4[: len(rows)], grid))
+        for hard in (False, True):
+            g = np.abs(gaps[[h == hard for *_, h in grid]])
+            summary[(name, hard)] = (np.median(g), np.mean(g <= 0.2), np.percentile(g, 90), g.max())
+            print(f"{name}, {'hard' if hard else 'soft'} verdicts: |gap| median {np.median(g):.3f}, "
+                  f"{100 * np.mean(g <= 0.2):.0f}% within 0.2, 90th percentile {np.percentile(g, 90):.2f}, "
+                  f"max {g.max():.2f} points")  # fmt: skip
+    median, within, *_ = summary[("SPPO-Llama-3-8B lengths", False)]
+    assert median < 0.01 and within > 0.9
 
 
 # -- judging against the reference ---------------------------------------------------------------
