@@ -6,10 +6,11 @@ import os
 
 import torch
 
-__all__ = ["configure_cpu_distributed", "configure_cpu_threads", "finish_distributed"]
+__all__ = ["configure_cpu_distributed", "configure_cpu_threads", "env_flag", "finish_distributed"]
 
 
-def _env_true(name: str) -> bool:
+def env_flag(name: str) -> bool:
+    """Whether the environment variable `name` is set to 1, true or yes (as accelerate sets its flags)."""
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
 
 
@@ -24,7 +25,7 @@ def configure_cpu_distributed() -> bool:
     reuse it (``accelerator_config.use_configured_state``) makes both see the same process group.
     GPU runs are left to accelerate's defaults (NCCL).
     """
-    if torch.cuda.is_available() or not _env_true("ACCELERATE_USE_DEEPSPEED"):
+    if torch.cuda.is_available() or not env_flag("ACCELERATE_USE_DEEPSPEED"):
         return False
     # DeepSpeed brings its own CPU accelerator; accelerate's use_cpu path on top of it leaves the
     # AcceleratorState half-built ("no attribute 'mixed_precision'"), so the flag must not reach it.

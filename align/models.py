@@ -317,3 +317,42 @@ def load_eval_model(
         tokenizer = load_tokenizer(model_config(spec, dtype))
     model.config.use_cache = True
     return model, tokenizer
+
+
+def check_model_source(name_or_path: str, *, what: str = "model_name_or_path") -> None:
+    """Fail at once, naming ``what``, when ``name_or_path`` can name no model: an unknown built-in
+    or one whose package is missing; a local path that does not exist or holds neither
+    ``config.json`` nor ``adapter_config.json``; offline (``HF_HUB_OFFLINE``), a hub id that is not
+    in the local cache. Online, a hub id is left to ``from_pretrained``: only the hub can tell.
+    Nothing is loaded, so a recipe calls this before reading data or writing its run folder."""
+    if name_or_path.startswith(BUILTIN_PREFIX):
+        if name_or_path not in BUILTIN_MODELS:
+            raise FileNotFoundError(
+                f"{what}: unknown built-in model {name_or_path!r}; known: {', '.join(sorted(BUILTIN_MODELS))}"
+            )
+        target = _cache_dir() / "models" / name_or_path.removeprefix(BUILTIN_PREFIX)
+        if not (target / _COMPLETE_MARKER).exists():
+            try:
+                _find_gguf(BUILTIN_MODELS[name_or_path])
+            except ImportError as err:
+                raise FileNotFoundError(f"{what}: {err}") from None
+        return
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise FileNotFoundError(f"{what}: {name_or_path} is a file, not a model folder")
+        if not any((path / name).is_file() for name in ("config.json", "adapter_config.json")):
+            raise FileNotFoundError(f"{what}: {name_or_path} holds no config.json or adapter_config.json")
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name_or_path)
+    except HFValidationError:
+        raise FileNotFoundError(f"{what}: {name_or_path}: no such folder (nor a hub id such as 'org/name')") from None
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
+        raise FileNotFoundError(
+            f"{what}: {name_or_path}: no such folder, and no hub model of that name in the local cache "
+            "(HF_HUB_OFFLINE is set, so nothing is downloaded)"
+        )

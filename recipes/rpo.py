@@ -6,7 +6,8 @@
     accelerate launch --config_file accelerate_configs/zero3.yaml recipes/rpo.py --config my_rpo.yaml
 
 The YAML (default: recipes/configs/rpo.yaml) documents the run; any field can be overridden on
-the command line. Re-running the same command resumes from the newest checkpoint in output_dir.
+the command line. Re-running the same command resumes from the newest checkpoint in output_dir (a
+finished run does nothing); another config in the same output_dir is refused (--start_over true).
 With ``iterations`` > 0 (rpo_loop.yaml) each iteration samples N solutions per GSM8K problem from
 the current model, labels them with the verifier, pairs winners with losers (the gold solution
 is the winner when no sample is correct) and trains the next model against the current one.
@@ -20,14 +21,12 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from align.cli import DataArguments, last_checkpoint, parse_recipe_args
-from align.data import load_preference_dataset
+from align.cli import DataArguments, parse_recipe_args, run_recipe
 from align.distributed import finish_distributed
 from align.loops import LoopArguments, OnPolicyLoop, rpo_pairs
-from align.models import get_peft_config, load_model, load_tokenizer
+from align.runner import run_training
 from align.trainers import RPOConfig, RPOTrainer
 
-logger = logging.getLogger(__name__)
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "rpo.yaml"
 
 
@@ -46,42 +45,13 @@ def main(argv: list[str] | None = None):
         finish_distributed(PartialState())
         return summaries
 
-    tokenizer = load_tokenizer(model_args)
-    model = load_model(model_args)
-
-    train = load_preference_dataset(data_args.dataset, split=data_args.dataset_split)
-    if data_args.max_train_examples is not None:
-        train = train.select(range(min(data_args.max_train_examples, len(train))))
-    if data_args.eval_dataset is not None:
-        evaluation = load_preference_dataset(data_args.eval_dataset, split=data_args.eval_split)
-    elif data_args.num_eval > 0:
-        split = train.train_test_split(test_size=data_args.num_eval, seed=training_args.seed, shuffle=True)
-        train, evaluation = split["train"], split["test"]
-    else:
-        evaluation = None
-
-    trainer = RPOTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train,
-        eval_dataset=evaluation,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-        callbacks=[*drift_args.callbacks(), *benchmark_args.callbacks()],
-    )
-    result = trainer.train(
-        resume_from_checkpoint=last_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
-    )
-    trainer.save_metrics("train", result.metrics)  # train_results.json: runtime, samples/s, loss
-    if evaluation is not None:
-        trainer.evaluate()
-    trainer.save_model(training_args.output_dir)
-    if trainer.accelerator.is_main_process:
-        tokenizer.save_pretrained(training_args.output_dir)
-        print(f"Saved the trained model to {Path(training_args.output_dir).resolve()}")
-    finish_distributed(trainer.accelerator)
+    trainer = run_training(
+        RPOTrainer, data_args=data_args, training_args=training_args, model_args=model_args, drift_args=drift_args,
+        benchmark_args=benchmark_args, method="rpo", start_over=loop_args.start_over,
+    )  # fmt: skip
+    finish_distributed(PartialState())
     return trainer
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from align.cli import parse_recipe_args
+from align.cli import parse_recipe_args, run_recipe
 from align.distributed import finish_distributed
 from align.loops import LoopArguments, OnPolicyLoop, sppo_pairs
 from align.trainers import SPPOConfig, SPPOTrainer
@@ -47,4 +47,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)

@@ -64,6 +64,15 @@ class BenchmarkArguments:
             raise ValueError(f"--benchmark must be one of {', '.join(BENCHMARKS)} or none, got {self.benchmark!r}")
         if self.benchmark_limit < 1 or self.benchmark_every_steps < 0:
             raise ValueError("--benchmark_limit must be >= 1 and --benchmark_every_steps >= 0")
+        if self.benchmark_max_new_tokens < 1 or self.benchmark_batch_size < 1 or self.benchmark_num_fewshot < 0:
+            raise ValueError("--benchmark_max_new_tokens and --benchmark_batch_size must be >= 1, --benchmark_num_fewshot >= 0")
+        if self.benchmark == "alpaca_eval":  # a misspelt judge fails now, not after the first training steps
+            from align.rewards import check_reward_spec
+
+            options = json.loads(self.benchmark_judge_options or "{}")
+            if not isinstance(options, dict):
+                raise ValueError(f"--benchmark_judge_options must be a JSON object, got {self.benchmark_judge_options!r}")
+            check_reward_spec(self.benchmark_judge, **options)
 
     @property
     def enabled(self) -> bool:

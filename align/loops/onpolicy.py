@@ -28,20 +28,11 @@ from accelerate import PartialState
 
 from align.checkpoints import last_complete_checkpoint
 from align.data import read_rows, write_jsonl
-from align.loops.run import RunFolder, atomic_write_json, read_json
+from align.loops.run import RunFolder, atomic_write_json, check_output_dir, read_json, run_config
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["LoopArguments", "OnPolicyLoop", "load_prompt_rows"]
-
-# TrainingArguments fields that do not change what a run computes (safe to change on resume)
-VOLATILE_TRAINING_FIELDS = {
-    "logging_steps", "logging_dir", "report_to", "disable_tqdm", "dataloader_num_workers", "logging_first_step",
-    "save_total_limit", "resume_from_checkpoint", "overwrite_output_dir", "run_name", "push_to_hub", "hub_token",
-    "local_rank", "logging_strategy", "log_level", "log_level_replica", "accelerator_config", "deepspeed",
-    "output_dir",  # a run folder may be moved or copied and resumed there
-}  # fmt: skip
-
 
 @dataclass
 class LoopArguments:
@@ -171,14 +162,8 @@ class OnPolicyLoop:
     # -- setup ---------------------------------------------------------------------------------
 
     def config(self) -> dict:
-        training = {k: v for k, v in self.training_args.to_dict().items() if k not in VOLATILE_TRAINING_FIELDS}
-        return {
-            "method": self.method,
-            "loop": dataclasses.asdict(self.loop_args) | {"start_over": None},
-            "training": training,
-            "model": dataclasses.asdict(self.model_args),
-            "drift": dataclasses.asdict(self.drift_args) if self.drift_args is not None else None,
-        }
+        loop = dataclasses.replace(self.loop_args, start_over=False)  # how to start, not what the run is
+        return run_config(self.method, self.training_args, self.model_args, self.drift_args, loop=loop)
 
     def _barrier(self) -> None:
         self.state.wait_for_everyone()
@@ -347,20 +332,26 @@ class OnPolicyLoop:
     # -- the loop ----------------------------------------------------------------------------------
 
     def run(self) -> list[dict]:
-        from align.models import load_tokenizer
+        from align.models import check_model_source, load_tokenizer
         from align.rewards import Verifier, load_reward
 
         la = self.loop_args
-        run = RunFolder(self.training_args.output_dir, self.config(), start_over=la.start_over, main_process=self.main)
-        self._barrier()
-        tokenizer = load_tokenizer(self.model_args)
-        judge = load_reward(la.judge, **la.judge_kwargs())
+        # Everything that can fail on the user's input fails before run.json is written.
+        check_output_dir(self.training_args.output_dir)
+        run = RunFolder(self.training_args.output_dir, self.config(), start_over=la.start_over, main_process=self.main,
+                        create=False)  # fmt: skip
         prompts = load_prompt_rows(la.prompts, la.prompts_split, la.prompt_field)
         eval_rows = (
             load_prompt_rows(la.eval_prompts, la.eval_prompts_split, la.prompt_field)[: la.num_eval_prompts]
             if la.eval_prompts
             else []
         )
+        check_model_source(self.model_args.model_name_or_path)
+        tokenizer = load_tokenizer(self.model_args)
+        judge = load_reward(la.judge, **la.judge_kwargs())
+        self._barrier()  # every process has read run.json before the main one may rewrite it
+        run.create()
+        self._barrier()
         summaries = []
         for t in range(la.iterations):
             it = run.iteration(t)
@@ -440,6 +431,9 @@ class OnPolicyLoop:
             summaries.append(self.summary(run, t))
             if self.main:
                 print(self.table(run, t + 1), flush=True)
+        if self.main:
+            print(f"{run.root}: {la.iterations} iterations finished; the last model is in "
+                  f"{run.iteration(la.iterations - 1).model_dir.resolve()}", flush=True)  # fmt: skip
         return summaries
 
     # -- reporting -----------------------------------------------------------------------------------

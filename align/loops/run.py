@@ -23,6 +23,7 @@ checkpoint).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -31,7 +32,36 @@ from pathlib import Path
 
 from align.io import atomic_write_json, fingerprint, read_json
 
-__all__ = ["ConfigChangedError", "IterationFolder", "RunFolder", "atomic_write_json", "fingerprint", "read_json"]
+__all__ = ["ConfigChangedError", "IterationFolder", "RunFolder", "changed_keys", "check_output_dir", "run_config", "atomic_write_json", "fingerprint", "read_json"]
+
+
+# TrainingArguments fields that do not change what a run computes (safe to change on resume)
+VOLATILE_TRAINING_FIELDS = {
+    "logging_steps", "logging_dir", "report_to", "disable_tqdm", "dataloader_num_workers", "logging_first_step",
+    "save_total_limit", "resume_from_checkpoint", "overwrite_output_dir", "run_name", "push_to_hub", "hub_token",
+    "local_rank", "logging_strategy", "log_level", "log_level_replica", "accelerator_config", "deepspeed",
+    "output_dir",  # a run folder may be moved or copied and resumed there
+    "use_cpu",  # derived from bf16 and the machine (PreferenceConfig), not chosen
+}  # fmt: skip
+
+
+def run_config(method: str, training_args, model_args, drift_args=None, **sections) -> dict:
+    """The JSON-able config a run folder records: everything that shapes the results, and nothing
+    that only changes how they are reported (:data:`VOLATILE_TRAINING_FIELDS`, the benchmark)."""
+    training = {k: v for k, v in training_args.to_dict().items() if k not in VOLATILE_TRAINING_FIELDS}
+    config = {"method": method, "training": training, "model": dataclasses.asdict(model_args)}
+    config["drift"] = dataclasses.asdict(drift_args) if drift_args is not None else None
+    return config | {name: dataclasses.asdict(value) for name, value in sections.items()}
+
+
+def check_output_dir(output_dir: str | os.PathLike) -> None:
+    """Fail before anything is written when ``output_dir`` cannot be created or written to."""
+    path = Path(output_dir).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise FileNotFoundError(f"output_dir: {output_dir} is a file, not a folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise FileNotFoundError(f"output_dir: cannot write to {output_dir} ({existing} is not writable)")
 
 
 class ConfigChangedError(RuntimeError):
@@ -73,35 +103,65 @@ class RunFolder:
     """The run folder for ``config`` (a JSON-able dict of everything that shapes the results).
 
     A new folder records the config; an existing one must have been made by the same config
-    (same fingerprint), else :class:`ConfigChangedError` lists the changed keys, unless
-    ``start_over`` is set, which deletes the old run first."""
+    (same fingerprint), else :class:`ConfigChangedError` lists the changed keys (nested keys as
+    ``training.learning_rate``, with the old and new values), unless ``start_over`` is set, which
+    deletes the old run (whatever config made it) when the folder is created. With ``create=False`` the folder is only
+    checked: :meth:`create` writes it once everything else has been validated, so a failed start
+    leaves no ``run.json`` behind. :meth:`mark_finished` records a finished run; ``finished`` then
+    holds its summary, so a re-run can say where the results are and do nothing."""
 
-    def __init__(self, root: str | os.PathLike, config: dict, *, start_over: bool = False, main_process: bool = True):
+    def __init__(
+        self, root: str | os.PathLike, config: dict, *, start_over: bool = False, main_process: bool = True,
+        create: bool = True,
+    ):  # fmt: skip
         self.root = Path(root)
         self.config = config
         self.fingerprint = fingerprint(config)
-        record = self.root / "run.json"
-        if record.exists():
-            saved = read_json(record)
-            if saved["fingerprint"] != self.fingerprint:
-                if not start_over:
-                    changed = sorted(
-                        key
-                        for key in set(saved["config"]) | set(config)
-                        if saved["config"].get(key) != _jsonable(config.get(key))
-                    )
-                    raise ConfigChangedError(
-                        f"{self.root} was made by a different config (changed: {', '.join(changed) or 'unknown'}); "
-                        "re-run with the original config to resume, or pass --start_over true to delete it and start again"
-                    )
-                if main_process:
-                    shutil.rmtree(self.root)
-        if main_process and not record.exists():
+        self.main_process = main_process
+        self.record = self.root / "run.json"
+        saved = read_json(self.record) if self.record.exists() else None
+        changed = saved is not None and saved["fingerprint"] != self.fingerprint
+        self._stale = saved is not None and (changed or start_over)  # start_over: whatever made it
+        if changed and not start_over:
+            keys = changed_keys(saved["config"], _jsonable(config))
+            raise ConfigChangedError(
+                f"{self.root} was made by a different config (changed: {'; '.join(keys) or 'unknown'}); "
+                "re-run with the original config to resume, or pass --start_over true to delete it and start again"
+            )
+        self.finished: dict | None = saved.get("finished") if saved is not None and not self._stale else None
+        if create:
+            self.create()
+
+    def create(self) -> None:
+        """Write ``run.json`` (main process), deleting first a run made by another config."""
+        if not self.main_process:
+            return
+        if self._stale and self.root.exists():
+            shutil.rmtree(self.root)
+            self._stale = False
+        if not self.record.exists():
             self.root.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(record, {"fingerprint": self.fingerprint, "config": config})
+            atomic_write_json(self.record, {"fingerprint": self.fingerprint, "config": self.config})
+
+    def mark_finished(self, summary: dict) -> None:
+        """Record that the run finished (main process), with ``summary``: where its results are."""
+        self.finished = {**summary, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if self.main_process:
+            atomic_write_json(self.record, {**read_json(self.record), "finished": self.finished})
 
     def iteration(self, index: int) -> IterationFolder:
         return IterationFolder(self.root, index)
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``["training.learning_rate: 0.0002 → 0.0001", ...]``: the leaves where two configs differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            change
+            for key in sorted(set(old) | set(new), key=str)
+            for change in changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")
+        ]
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} → {new!r}"]
 
 
 def _jsonable(value):

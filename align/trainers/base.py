@@ -25,7 +25,7 @@ from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model, hash_
 from align.attention import use_varlen_attention
 from align.checkpoints import last_complete_checkpoint
 from align.data import PER_COMPLETION_FIELDS, PER_EXAMPLE_FIELDS, PreferenceCollator, prepare_preference_dataset
-from align.distributed import configure_cpu_distributed, configure_cpu_threads
+from align.distributed import configure_cpu_distributed, configure_cpu_threads, env_flag
 from align.objectives import CompletionGroups, Objective, get_objective, objective_class
 
 logger = logging.getLogger(__name__)
@@ -92,11 +92,17 @@ class PreferenceConfig(TrainingArguments):
             raise ValueError(f"learning_rate must be >= 0, got {self.learning_rate!r}")
         # Build the objective once here: an unknown name or a bad hyperparameter (beta <= 0, ...)
         # fails while the arguments are parsed, before any data or model is loaded.
-        get_objective(self.objective, **self.objective_hyperparameters(objective_class(self.objective)))
-        if self.bf16 and not torch.cuda.is_available() and not os.environ.get("ACCELERATE_USE_DEEPSPEED"):
-            # transformers accepts bf16 autocast on CPU only with use_cpu; set it here so one YAML
-            # serves GPUs (where use_cpu would be wrong) and CPU-only machines alike.
-            self.use_cpu = True
+        self.build_objective()
+        if self.bf16 and not torch.cuda.is_available():
+            if env_flag("ACCELERATE_USE_DEEPSPEED"):
+                # transformers refuses bf16 without a GPU unless use_cpu, which DeepSpeed's CPU
+                # accelerator cannot take (see align.distributed): train in fp32 rather than fail.
+                logger.warning("bf16 under DeepSpeed on a machine without CUDA: training in fp32 instead")
+                self.bf16 = False
+            else:
+                # transformers accepts bf16 autocast on CPU only with use_cpu; set it here so one
+                # YAML serves GPUs (where use_cpu would be wrong) and CPU-only machines alike.
+                self.use_cpu = True
         threads = configure_cpu_threads()
         if threads:
             logger.info("single CPU process under accelerate launch: using %d threads, not 1", threads)
@@ -113,6 +119,10 @@ class PreferenceConfig(TrainingArguments):
     def objective_hyperparameters(self, objective_cls: type[Objective]) -> dict[str, Any]:
         names = {f.name for f in fields(objective_cls)}
         return {name: getattr(self, name) for name in names if hasattr(self, name)}
+
+    def build_objective(self) -> Objective:
+        """The objective these arguments name, with the hyperparameters they carry."""
+        return get_objective(self.objective, **self.objective_hyperparameters(objective_class(self.objective)))
 
 
 LOGPS_CHUNK = 1024  # rows of (chunk × vocab) fp32 logits alive at once in the log-softmax
@@ -236,7 +246,7 @@ class PreferenceTrainer(Trainer):
         if processing_class.pad_token_id is None:
             processing_class.pad_token = processing_class.eos_token
 
-        self.objective = self._build_objective(args)
+        self.objective = args.build_objective()
         req = self.objective.requirements
         self._needs_entropy = "token_entropies" in req.token_values
         self._needs_tokens = bool(set(req.token_values) & {"policy_token_logps", "ref_token_logps"})
@@ -338,12 +348,6 @@ class PreferenceTrainer(Trainer):
         if getattr(self, "_callbacks_bindable", False):  # not during __init__: the datasets are not final yet
             self._bind_callbacks()
 
-    # -- setup ---------------------------------------------------------------------------------------
-
-    def _build_objective(self, args: PreferenceConfig) -> Objective:
-        cls = objective_class(args.objective)
-        return get_objective(args.objective, **args.objective_hyperparameters(cls))
-
     # -- resuming ------------------------------------------------------------------------------------
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
@@ -379,6 +383,8 @@ class PreferenceTrainer(Trainer):
         self.state.stateful_callbacks[_LOSS_RECORD] = {"loss_sum": loss_sum, "global_step": self.state.global_step}
         super()._save_checkpoint(model, trial)
 
+    # -- setup ---------------------------------------------------------------------------------------
+
     def _resolve_reference(self, args: PreferenceConfig, peft: bool, ref_model) -> str:
         needs = self.objective.requirements.reference
         choice = args.reference
@@ -397,22 +403,21 @@ class PreferenceTrainer(Trainer):
         return choice
 
     def _prepare(self, dataset, name: str, kind: str, tokenizer, args: PreferenceConfig):
-        if dataset is None:
-            return None
-        dataset, stats = prepare_preference_dataset(
-            dataset,
-            tokenizer,
-            kind=kind,
-            required_fields=[f for f in self.objective.requirements.fields if f in _FIELDS],
-            max_length=args.max_length,
-            max_prompt_length=args.max_prompt_length,
-            overlong=args.overlong,
-            identical_pairs=args.identical_pairs,
-            num_proc=args.dataset_num_proc,
-            name=name,
-        )
-        logger.info("%s dataset: %s", name, stats)
-        return dataset
+        return _prepare_dataset(dataset, name, kind, self.objective, tokenizer, args)
+
+    @classmethod
+    def prepare_dataset(cls, dataset, tokenizer, args: PreferenceConfig, name: str = "train") -> Dataset:
+        """Validate and tokenize ``dataset`` for ``args``' objective exactly as the trainer will, but
+        without a model: a recipe calls this before loading weights, so every data error (a bad
+        row, a chat-template mismatch, an overlong prompt) comes first; the trainer then only
+        checks the tokenized result."""
+        objective = args.build_objective()
+        return _prepare_dataset(dataset, name, objective.requirements.group.value, objective, tokenizer, args)
+
+    @classmethod
+    def data_kind(cls, args: PreferenceConfig) -> str:
+        """The dataset kind (``"pair"``, ``"list"``, ``"single"``) that ``args``' objective trains on."""
+        return args.build_objective().requirements.group.value
 
     def _precompute_reference(self, dataset: Dataset, name: str, model, model_hash: str) -> Dataset:
         """Add a ``ref_logps`` column, computed once with the reference (the initial policy with the
@@ -512,6 +517,9 @@ class PreferenceTrainer(Trainer):
         return loss.detach(), None, None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "train_loss" in logs and self.state.global_step > 0:
+            # the Trainer's mean covers only this call's steps; ours the whole run (see train())
+            logs["train_loss"] = (self._loss_before + self._total_loss_scalar) / self.state.global_step
         if logs and all(key.startswith(CALLBACK_LOG_PREFIXES) for key in logs):
             # a callback's own measurement (drift probes, a benchmark): the training metrics
             # buffered since the last loss log stay for that log
@@ -519,9 +527,6 @@ class PreferenceTrainer(Trainer):
         mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
         metrics = self._reduce_metrics(self._metrics[mode])
         self._metrics[mode].clear()
-        if "train_loss" in logs and self.state.global_step > 0:
-            # the Trainer's mean covers only this call's steps; ours the whole run (see train())
-            logs["train_loss"] = (self._loss_before + self._total_loss_scalar) / self.state.global_step
         prefix = "eval_" if mode == "eval" else ""
         logs.update({f"{prefix}{key}": value for key, value in metrics.items()})
         super().log(logs, start_time)
@@ -537,6 +542,25 @@ class PreferenceTrainer(Trainer):
         totals = self.accelerator.reduce(torch.cat([sums, counts]).to(self.accelerator.device), reduction="sum")
         sums, counts = totals.cpu().chunk(2)
         return {name: (s / c).item() for name, s, c in zip(names, sums, counts) if c > 0}
+
+
+def _prepare_dataset(dataset, name: str, kind: str, objective: Objective, tokenizer, args: PreferenceConfig):
+    if dataset is None:
+        return None
+    dataset, stats = prepare_preference_dataset(
+        dataset,
+        tokenizer,
+        kind=kind,
+        required_fields=[f for f in objective.requirements.fields if f in _FIELDS],
+        max_length=args.max_length,
+        max_prompt_length=args.max_prompt_length,
+        overlong=args.overlong,
+        identical_pairs=args.identical_pairs,
+        num_proc=args.dataset_num_proc,
+        name=name,
+    )
+    logger.info("%s dataset: %s", name, stats)
+    return dataset
 
 
 def _is_peft(model) -> bool:
