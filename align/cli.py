@@ -14,7 +14,9 @@ from trl import ModelConfig, TrlParser
 
 from align.checkpoints import last_complete_checkpoint
 
-__all__ = ["ConfigError", "DataArguments", "DriftArguments", "RecipeParser", "last_checkpoint", "parse_recipe_args", "run_recipe"]
+__all__ = [
+    "ConfigError", "DataArguments", "DriftArguments", "RecipeParser", "last_checkpoint", "parse_recipe_args", "run_recipe",
+]  # fmt: skip
 
 
 @dataclass

@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["run_training"]
 
 def run_training(
-    trainer_cls, *, data_args, training_args, model_args, drift_args, benchmark_args, method: str, start_over: bool = False
+    trainer_cls, *, data_args, training_args, model_args, drift_args, benchmark_args, method: str,
+    start_over: bool = False,
 ):  # fmt: skip
     """Train ``trainer_cls`` on ``data_args``' dataset into ``training_args.output_dir``; return the
     trainer, or None for a run that had already finished."""
@@ -71,8 +72,9 @@ def run_training(
     if evaluation is None and drift_args.drift and drift_args.drift_num_probes >= len(train):
         # the probes are held back from the training pairs; keep at least one pair to train on
         probes = len(train) - 1
-        logger.warning("likelihood drift: %d training pairs cannot spare %d probe pairs; using %d (set --drift_num_probes, "
-                       "or give --eval_dataset / --num_eval)", len(train), drift_args.drift_num_probes, probes)  # fmt: skip
+        logger.warning("likelihood drift: %d training pairs cannot spare %d probe pairs; using %d (set "
+                       "--drift_num_probes, or give --eval_dataset / --num_eval)", len(train), drift_args.drift_num_probes,
+                       probes)  # fmt: skip
         drift_args = dataclasses.replace(drift_args, drift=probes > 0, drift_num_probes=max(probes, 1))
 
     run.create()

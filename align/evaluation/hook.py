@@ -69,10 +69,16 @@ class BenchmarkArguments:
         if self.benchmark == "alpaca_eval":  # a misspelt judge fails now, not after the first training steps
             from align.rewards import check_reward_spec
 
+            check_reward_spec(self.benchmark_judge, **self.judge_options())
+
+    def judge_options(self) -> dict:
+        try:
             options = json.loads(self.benchmark_judge_options or "{}")
-            if not isinstance(options, dict):
-                raise ValueError(f"--benchmark_judge_options must be a JSON object, got {self.benchmark_judge_options!r}")
-            check_reward_spec(self.benchmark_judge, **options)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--benchmark_judge_options is not valid JSON: {err}") from None
+        if not isinstance(options, dict):
+            raise ValueError(f"--benchmark_judge_options must be a JSON object, got {self.benchmark_judge_options!r}")
+        return options
 
     @property
     def enabled(self) -> bool:
@@ -165,11 +171,8 @@ def build_benchmark(args: BenchmarkArguments) -> Benchmark:
                              max_new_tokens=args.benchmark_max_new_tokens, batch_size=args.benchmark_batch_size)  # fmt: skip
         return GSM8KBenchmark(config)
     if args.benchmark == "alpaca_eval":
-        try:
-            options = json.loads(args.benchmark_judge_options or "{}")
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--benchmark_judge_options is not valid JSON: {err}") from None
-        return AlpacaEvalBenchmark(judge=args.benchmark_judge, judge_options=options, limit=args.benchmark_limit,
+        return AlpacaEvalBenchmark(judge=args.benchmark_judge, judge_options=args.judge_options(),
+                                   limit=args.benchmark_limit,
                                    max_new_tokens=args.benchmark_max_new_tokens, batch_size=args.benchmark_batch_size)  # fmt: skip
     raise ValueError(f"unknown benchmark {args.benchmark!r}; known: {', '.join(BENCHMARKS)}")
 
