@@ -180,6 +180,9 @@ def test_sigkill_at_random_points_then_resume_gives_the_same_run(setup, uninterr
         for name in ("samples.jsonl", "judged.jsonl", "dataset.jsonl"):
             assert lines(ours / name) == lines(theirs / name), (t, name)
         assert not (ours / "samples.chunks").exists() and not (ours / "model.partial").exists()
+        # a training stage resumed from a checkpoint records the whole run's loss, not its own steps'
+        train = [json.loads((it / "manifest.json").read_text())["stages"]["train"] for it in (ours, theirs)]
+        assert train[0]["train_loss"] == pytest.approx(train[1]["train_loss"], rel=1e-6), t
 
 
 @pytest.mark.slow
