@@ -79,12 +79,12 @@ def generate(
     """Completions for chat ``prompts`` in left-padded batches; also the number of tokens generated."""
     import torch
 
-    texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
+    from align.data import prompt_ids
+
+    ids = [prompt_ids(tokenizer, p) for p in prompts]  # the ids training puts before each completion
     completions, n_tokens = [], 0
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(
-            texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
-        )
+    for start in range(0, len(ids), batch_size):
+        batch = tokenizer.pad({"input_ids": ids[start : start + batch_size]}, return_tensors="pt")
         with torch.no_grad():
             out = model.generate(
                 **batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
