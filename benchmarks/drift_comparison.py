@@ -48,7 +48,8 @@ def run_recipe(output_dir: Path, extra: list[str], args, *, drift_eval_steps: in
     if args.reuse and (output_dir / "train_results.json").exists():
         return json.loads((output_dir / "train_results.json").read_text())
     cmd = [sys.executable, str(ROOT / "recipes" / "rpo.py"), "--output_dir", str(output_dir), "--max_steps", str(args.max_steps),
-           "--save_strategy", "no", "--resume_from_checkpoint", "false", *extra]  # fmt: skip
+           "--save_strategy", "no", "--resume_from_checkpoint", "false", "--num_eval", str(args.num_eval),
+           *extra]  # fmt: skip
     if drift_eval_steps:
         cmd += ["--drift_eval_steps", str(drift_eval_steps)]
     print("$", " ".join(cmd[1:]), flush=True)
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--max_steps", type=int, default=16)
+    parser.add_argument("--num_eval", type=int, default=8, help="held-out pairs of each run: the probes and the eval set")
     parser.add_argument("--drift_eval_steps", type=int, default=4,
                         help="probe interval of the compared runs (denser than the recipe's default, for the curves)")
     parser.add_argument("--reuse", action="store_true", help="keep finished runs found in --work_dir")
@@ -101,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
     final = {label: recs[-1] for label, recs in records.items()}
     lines = [
         f"SmolLM2-135M-Instruct + LoRA (recipes/configs/rpo.yaml), GSM8K pairs, {args.max_steps} steps × 4 pairs, β = 0.1; "
-        f"{len(next(iter(records.values())))} measurements (every {args.drift_eval_steps} steps) on the recipe's 8 held-out probe pairs; "
+        f"{len(next(iter(records.values())))} measurements (every {args.drift_eval_steps} steps) on the recipe's "
+        f"{args.num_eval} held-out probe pairs; "
         f"{platform.machine()} {os.cpu_count()} cores.",
         "",
         "| method | " + " | ".join(title for _, title in COLUMNS) + " |",

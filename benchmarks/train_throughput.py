@@ -307,6 +307,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="timed steps per trial")
     parser.add_argument("--warmup_steps", type=int, default=2)
     parser.add_argument("--reps", type=int, default=2, help="timed trials per trainer and variant")
+    parser.add_argument("--peak_repeats", type=int, default=20, help="timed matmuls per GEMM shape for the matmul peak")
     parser.add_argument("--warmup_trials", type=int, default=0,
                         help="untimed rounds first (each trial already warms up for --warmup_steps)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
@@ -323,7 +324,7 @@ def main() -> None:
         print(json.dumps(run_trial(args)))
         return
 
-    peak = matmul_peak(args.model, args.dtype)
+    peak = matmul_peak(args.model, args.dtype, repeats=args.peak_repeats)
     trials = []
     for variant in args.variants.split(","):
         for rep in range(args.warmup_trials + args.reps):  # warm-up rounds are run, printed, not counted
@@ -335,7 +336,7 @@ def main() -> None:
                     trials.append(result)
     # The machine's limit is the best throughput observed: measure again after the trials (a
     # background process during the first measurement would otherwise inflate every percentage).
-    after = matmul_peak(args.model, args.dtype)
+    after = matmul_peak(args.model, args.dtype, repeats=args.peak_repeats)
     if after["model_mix"] > peak["model_mix"]:
         peak = after
     import torch

@@ -94,6 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tokenizer", default=None, help="default: the model's")
     parser.add_argument("--dataset", default="builtin:gsm8k_pairs", help="pair dataset: file, folder, hub id or builtin:<name>")
     parser.add_argument("--split", default="train", help="split of a hub or built-in dataset")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N rows (default: all)")
     parser.add_argument("--output", type=Path, default=ROOT / "outputs" / "data" / "ches_filtered.jsonl", help="output JSONL")
     parser.add_argument("--drop_top", type=float, default=0.0, help="drop this fraction of the scored pairs, highest CHES first")
     parser.add_argument("--drop_unscored", action="store_true", help="leave out rows too long to score (default: keep them, ches null)")
@@ -104,8 +105,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0.0 <= args.drop_top < 1.0:
         parser.error(f"--drop_top must lie in [0, 1), got {args.drop_top}")
-    if args.batch_size < 1 or args.max_length < 2:
-        parser.error("--batch_size must be >= 1 and --max_length >= 2")
+    if args.batch_size < 1 or args.max_length < 2 or (args.limit is not None and args.limit < 1):
+        parser.error("--batch_size and --limit must be >= 1 and --max_length >= 2")
     try:
         checkpoint_kind(args.model)
     except FileNotFoundError as err:
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if args.bf16
         else contextlib.nullcontext
     )
-    raw = [row for _, rows in read_rows(args.dataset, args.split) for row in rows]
+    raw = [row for _, rows in read_rows(args.dataset, args.split) for row in rows][: args.limit]
     scores = score_ches(model, tokenizer, raw, max_length=args.max_length, batch_size=args.batch_size, autocast=autocast)
 
     unscored = [i for i, s in enumerate(scores) if math.isnan(s)]
