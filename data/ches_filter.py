@@ -62,7 +62,8 @@ def score_ches(
         tokenized, _ = prepare_preference_dataset(dataset, tokenizer, kind="pair", max_length=max_length)
         n, kept = len(tokenized), list(range(len(tokenized)))
     else:
-        normalized = load_preference_dataset(dataset, split=split, kind="pair")
+        # identical pairs kept, so that score i stays the score of input row i
+        normalized = load_preference_dataset(dataset, split=split, kind="pair", identical_pairs="keep")
         n = len(normalized)
         # carried through tokenization, which keeps extra columns and drops overlong rows
         normalized = normalized.add_column(_INDEX, list(range(n)))

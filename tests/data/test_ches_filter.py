@@ -57,6 +57,17 @@ def test_scores_stay_aligned_with_rows_when_tokenization_drops_one(model, tiny_t
     assert ches_filter.score_ches(model, tiny_tokenizer, scorable, max_length=MAX_LENGTH, batch_size=8) == pytest.approx(expected_ches, **TOL)
 
 
+def test_an_identical_pair_is_scored_in_place(model, tiny_tokenizer, raw_rows, expected_ches):
+    """Training drops pairs whose chosen equals rejected; scoring must keep them, or every later
+    score would land on the wrong row."""
+    rows = [r for i, r in enumerate(raw_rows) if i != OVERLONG_AT]
+    same = {**rows[1], "rejected": rows[1]["chosen"]}
+    scores = ches_filter.score_ches(model, tiny_tokenizer, [rows[0], same, *rows[1:]], max_length=MAX_LENGTH,
+                                    batch_size=3)  # fmt: skip
+    assert len(scores) == 9 and not math.isnan(scores[1])
+    assert [scores[0], *scores[2:]] == pytest.approx(expected_ches, **TOL)
+
+
 def test_select_top_picks_the_highest_scored_and_skips_nan():
     scores = [0.5, math.nan, 3.0, -1.0, 3.0, 2.0]
     assert ches_filter.select_top(scores, 0.5) == ([2, 4], 3.0)  # 5 scored -> floor(2.5) = 2
