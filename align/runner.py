@@ -89,7 +89,10 @@ def run_training(
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_metrics("train", result.metrics)  # train_results.json: runtime, samples/s, the whole run's loss
     if evaluation is not None:
-        trainer.save_metrics("eval", trainer.evaluate())
+        # the Trainer evaluates at the last step when eval_steps divides max_steps: reuse that
+        final = [e for e in trainer.state.log_history if "eval_loss" in e and e.get("step") == result.global_step]
+        metrics = {k: v for k, v in final[-1].items() if k.startswith("eval_")} if final else trainer.evaluate()
+        trainer.save_metrics("eval", metrics)
     # The final save overwrites the model files in output_dir; a run killed during it is not yet
     # finished, so the re-run resumes from the final checkpoint (no step trained) and saves again.
     trainer.save_model(str(output_dir))

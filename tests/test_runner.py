@@ -44,7 +44,9 @@ def finished(rpo, tiny_model_dir, tmp_path_factory):
     """One uninterrupted run: (output folder, dataset file, its train_results.json)."""
     tmp = tmp_path_factory.mktemp("rpo")
     dataset, out = write_pairs(tmp / "pairs.jsonl"), tmp / "run"
-    rpo.main(args(tiny_model_dir, dataset, out))
+    trainer = rpo.main(args(tiny_model_dir, dataset, out))
+    # the final evaluation is the Trainer's own at the last step (eval_steps divides max_steps)
+    assert [e["step"] for e in trainer.state.log_history if "eval_loss" in e] == [0, 4]
     return out, dataset, json.loads((out / "train_results.json").read_text())
 
 
@@ -55,6 +57,9 @@ def test_a_finished_run_is_recorded_and_a_rerun_changes_nothing(rpo, tiny_model_
     before = files(out)
     assert rpo.main(args(tiny_model_dir, dataset, out)) is None
     assert files(out) == before
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    final_eval = [e for e in state["log_history"] if "eval_loss" in e][-1]
+    assert json.loads((out / "eval_results.json").read_text())["eval_loss"] == final_eval["eval_loss"]
     assert f"{out} is a finished run" in capsys.readouterr().out
 
 
