@@ -155,7 +155,7 @@ def test_bad_objective_judge_and_ranges_fail_while_parsing():
     for argv, expected in (
         (["--judge", "gsm8k_verifie"], "unknown reward 'gsm8k_verifie'; known rewards: gsm8k, gsm8k_verifier"),
         (["--judge", "lm_judge", "--judge_options", '{"modle": "x"}'], "reward 'lm_judge'"),
-        (["--judge_options", "{x"], "judge_options is not JSON"),
+        (["--judge_options", "{x"], "--judge_options is not valid JSON"),
         (["--beta", "0"], "SPPO.beta must be a positive number, got 0.0"),
         (["--temperature", "-1"], "temperature must be >= 0"),
         (["--top_p", "0"], "top_p must be in (0, 1]"),

@@ -72,13 +72,9 @@ class BenchmarkArguments:
             check_reward_spec(self.benchmark_judge, **self.judge_options())
 
     def judge_options(self) -> dict:
-        try:
-            options = json.loads(self.benchmark_judge_options or "{}")
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--benchmark_judge_options is not valid JSON: {err}") from None
-        if not isinstance(options, dict):
-            raise ValueError(f"--benchmark_judge_options must be a JSON object, got {self.benchmark_judge_options!r}")
-        return options
+        from align.rewards import reward_options
+
+        return reward_options(self.benchmark_judge_options, "benchmark_judge_options")
 
     @property
     def enabled(self) -> bool:

@@ -96,13 +96,9 @@ class LoopArguments:
         check_reward_spec(self.judge, **self.judge_kwargs())
 
     def judge_kwargs(self) -> dict:
-        try:
-            options = json.loads(self.judge_options or "{}")
-        except json.JSONDecodeError as err:
-            raise ValueError(f"judge_options is not JSON ({err.msg}): {self.judge_options!r}") from None
-        if not isinstance(options, dict):
-            raise ValueError(f"judge_options must be a JSON object, got {self.judge_options!r}")
-        return options
+        from align.rewards import reward_options
+
+        return reward_options(self.judge_options, "judge_options")
 
 
 def load_prompt_rows(source: str, split: str, prompt_field: str = "prompt") -> list[dict]:

@@ -34,7 +34,7 @@ from align.rewards.preferences import (
     score_groups,
     win_rates,
 )
-from align.rewards.registry import available_rewards, check_reward_spec, load_reward, register_reward
+from align.rewards.registry import available_rewards, check_reward_spec, load_reward, register_reward, reward_options
 
 __all__ = [
     "FunctionJudge",
@@ -65,6 +65,7 @@ __all__ = [
     "preference_matrix_from_scores",
     "prompt_preview",
     "register_reward",
+    "reward_options",
     "returns_from_scores",
     "reward_kind",
     "score_groups",

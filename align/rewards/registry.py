@@ -15,6 +15,7 @@ Spec forms (``load_reward(spec, **options)``):
 from __future__ import annotations
 
 import importlib
+import json
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 from align.rewards.adapters import FunctionJudge, FunctionReward, FunctionVerifier
 from align.rewards.base import reward_kind
 
-__all__ = ["available_rewards", "check_reward_spec", "load_reward", "register_reward"]
+__all__ = ["available_rewards", "check_reward_spec", "load_reward", "register_reward", "reward_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -107,6 +108,18 @@ def check_reward_spec(spec: str, **options: Any) -> None:
             _check_options(spec, obj, (), options)
     else:
         raise KeyError(f"unknown reward {spec!r}; known rewards: {_known()}")
+
+
+def reward_options(text: str | None, flag: str = "judge_options") -> dict[str, Any]:
+    """The JSON object of a ``--judge_options``-style flag (``""``/None: no options), or an error
+    naming ``flag``."""
+    try:
+        options = json.loads(text or "{}")
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--{flag} is not valid JSON ({err.msg}): {text!r}") from None
+    if not isinstance(options, dict):
+        raise ValueError(f"--{flag} must be a JSON object, got {text!r}")
+    return options
 
 
 def _registered_args(entry: _Entry, spec: str, argument: str | None, options: dict[str, Any]) -> tuple:
