@@ -45,6 +45,18 @@ def build_tokenizer(vocab_size: int = 400):
     )
 
 
+def tiny_llama_config(tokenizer, **overrides):
+    """A one-layer, 32-wide Llama config over ``tokenizer``'s vocabulary and special tokens."""
+    from transformers import LlamaConfig
+
+    settings = dict(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    return LlamaConfig(**{**settings, **overrides})
+
+
 def build_tiny_model_dir(path: Path, *, seed: int = 0, hidden_size: int = 64, num_layers: int = 2) -> Path:
     """Save a seeded random Llama-shaped causal LM and its tokenizer to ``path``; return it."""
     import torch

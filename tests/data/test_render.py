@@ -9,13 +9,13 @@ import torch
 from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tokenizers.processors import TemplateProcessing
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from align.data import DataValidationError, load_preference_dataset, prompt_ids, tokenize_dataset, tokenize_row
 from align.data.render import adds_bos
 from align.generation import SamplingConfig, sample_completions
 from tests.generation.test_hf import spy_on
-from tests.tiny import CORPUS, build_tokenizer
+from tests.tiny import CORPUS, build_tokenizer, tiny_llama_config
 
 # Meta-Llama-3-8B-Instruct's chat template, verbatim.
 LLAMA3_TEMPLATE = (
@@ -75,18 +75,7 @@ def rendered(tokenizer, messages) -> str:
 
 def tiny_model(tokenizer) -> LlamaForCausalLM:
     """A seeded random one-layer Llama over ``tokenizer``'s vocabulary, to sample from."""
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = tiny_llama_config(tokenizer)
     torch.manual_seed(0)
     return LlamaForCausalLM(config).eval()
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from align.rewards import HFRewardModel, RewardError, load_reward, score_groups
-from tests.tiny import build_tokenizer
+from tests.tiny import build_tokenizer, tiny_llama_config
 
 PROMPTS = [
     "How many clips did Natalia sell?",
@@ -20,24 +20,12 @@ COMPLETIONS = ["She sold 72 clips. #### 72", "56", "In 50 minutes she earns $10,
 
 
 def _save_tiny_classifier(path, *, chat_template: bool = True):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    from transformers import LlamaForSequenceClassification
 
     tokenizer = build_tokenizer()
     if not chat_template:
         tokenizer.chat_template = None
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-        num_labels=1,
-    )
+    config = tiny_llama_config(tokenizer, num_labels=1)
     torch.manual_seed(0)
     LlamaForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
