@@ -73,8 +73,8 @@ def run_training(
         # the probes are held back from the training pairs; keep at least one pair to train on
         probes = len(train) - 1
         logger.warning("likelihood drift: %d training pairs cannot spare %d probe pairs; using %d (set "
-                       "--drift_num_probes, or give --eval_dataset / --num_eval)", len(train), drift_args.drift_num_probes,
-                       probes)  # fmt: skip
+                       "--drift_num_probes, or give --eval_dataset / --num_eval)",
+                       len(train), drift_args.drift_num_probes, probes)  # fmt: skip
         drift_args = dataclasses.replace(drift_args, drift=probes > 0, drift_num_probes=max(probes, 1))
 
     run.create()

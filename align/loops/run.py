@@ -32,7 +32,17 @@ from pathlib import Path
 
 from align.io import atomic_write_json, fingerprint, read_json
 
-__all__ = ["ConfigChangedError", "IterationFolder", "RunFolder", "changed_keys", "check_output_dir", "run_config", "atomic_write_json", "fingerprint", "read_json"]
+__all__ = [
+    "ConfigChangedError",
+    "IterationFolder",
+    "RunFolder",
+    "atomic_write_json",
+    "changed_keys",
+    "check_output_dir",
+    "fingerprint",
+    "read_json",
+    "run_config",
+]
 
 
 # TrainingArguments fields that do not change what a run computes (safe to change on resume)
@@ -105,10 +115,11 @@ class RunFolder:
     A new folder records the config; an existing one must have been made by the same config
     (same fingerprint), else :class:`ConfigChangedError` lists the changed keys (nested keys as
     ``training.learning_rate``, with the old and new values), unless ``start_over`` is set, which
-    deletes the old run (whatever config made it) when the folder is created. With ``create=False`` the folder is only
-    checked: :meth:`create` writes it once everything else has been validated, so a failed start
-    leaves no ``run.json`` behind. :meth:`mark_finished` records a finished run; ``finished`` then
-    holds its summary, so a re-run can say where the results are and do nothing."""
+    deletes the old run (whatever config made it) when the folder is created. With
+    ``create=False`` the folder is only checked: :meth:`create` writes it once everything else has
+    been validated, so a failed start leaves no ``run.json`` behind. :meth:`mark_finished`
+    records a finished run; ``finished`` then holds its summary, so a re-run can say where the
+    results are and do nothing."""
 
     def __init__(
         self, root: str | os.PathLike, config: dict, *, start_over: bool = False, main_process: bool = True,
