@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from align.data import PreferenceCollator
+from align.logps import completion_logps, packed_completion_index  # the training forward and its index
 
 __all__ = [
     "PairMeasurement",
@@ -113,10 +114,7 @@ def measure_pairs(
     try:
         for batch in _batches(rows, batch_size, pad_token_id):
             input_ids = batch["input_ids"].to(device)
-            target = batch["completion_mask"][0, 1:].bool().to(device)
-            keep = target.nonzero().squeeze(1)
-            seq_of_token = torch.repeat_interleave(torch.arange(len(batch["seq_lens"]), device=device), batch["seq_lens"].to(device))
-            seq = seq_of_token[1:][target]
+            keep, targets, seq, n = packed_completion_index({k: v.to(device) for k, v in batch.items()})
             with autocast():
                 out = model(input_ids=input_ids, position_ids=batch["position_ids"].to(device), use_cache=False, logits_to_keep=keep)
             logits = out.logits[0].float()
@@ -124,14 +122,13 @@ def measure_pairs(
             if hidden.shape[0] != len(keep):  # a head that saw every position: keep the completion ones
                 hidden = hidden[keep]
             lse = logits.logsumexp(-1)
-            logps = logits.gather(-1, input_ids[0, keep + 1].unsqueeze(-1)).squeeze(-1) - lse
+            logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
             # top-k signals only over the chosen responses (even sequences): the rejected ones are not reported
             chosen = seq % 2 == 0
             top = (logits[chosen].topk(min(top_k, logits.shape[-1]), dim=-1).values - lse[chosen].unsqueeze(-1)).exp()
             mass = top.sum(-1)
             q = top / mass.unsqueeze(-1)
             entropy = -(q * q.clamp_min(1e-30).log()).sum(-1)
-            n = len(batch["seq_lens"])
 
             def per_seq(values, index=seq):
                 return values.new_zeros((n, *values.shape[1:])).index_add(0, index, values)
@@ -163,8 +160,6 @@ def gradient_cosine(
     """cos(∇θ log π(y_w|x), ∇θ log π(y_l|x)) per pair over the trainable parameters θ (P,).
 
     Uses ``torch.autograd.grad``: parameters' ``.grad`` and any DDP reducer are left untouched."""
-    from align.trainers.base import completion_logps  # the training forward, so the gradients are the trained ones
-
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("gradient_cosine: the model has no trainable parameters")

@@ -16,7 +16,6 @@ import torch
 from accelerate.utils import broadcast_object_list
 from datasets import Dataset
 from datasets.fingerprint import Hasher
-from torch.utils.checkpoint import checkpoint
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainingArguments, set_seed
 from trl.models import prepare_deepspeed
@@ -26,11 +25,12 @@ from align.attention import use_varlen_attention
 from align.checkpoints import last_complete_checkpoint
 from align.data import PER_COMPLETION_FIELDS, PER_EXAMPLE_FIELDS, PreferenceCollator, prepare_preference_dataset
 from align.distributed import configure_cpu_distributed, configure_cpu_threads, env_flag
+from align.logps import completion_logps
 from align.objectives import CompletionGroups, Objective, get_objective, objective_class
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PreferenceConfig", "PreferenceTrainer", "completion_logps"]
+__all__ = ["PreferenceConfig", "PreferenceTrainer", "completion_logps"]  # completion_logps: from align.logps
 
 REFERENCE_STRATEGIES = ("auto", "model", "adapter", "precomputed", "none")
 # Per-completion and per-example columns the collator passes through to the objective's record
@@ -123,85 +123,6 @@ class PreferenceConfig(TrainingArguments):
     def build_objective(self) -> Objective:
         """The objective these arguments name, with the hyperparameters they carry."""
         return get_objective(self.objective, **self.objective_hyperparameters(objective_class(self.objective)))
-
-
-LOGPS_CHUNK = 1024  # rows of (chunk × vocab) fp32 logits alive at once in the log-softmax
-
-
-def _chunk_logps(logits: torch.Tensor, targets: torch.Tensor, entropy: bool) -> torch.Tensor:
-    logits = logits.float()
-    logsumexp = logits.logsumexp(-1)
-    logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logsumexp
-    if not entropy:
-        return logps
-    probs = (logits - logsumexp.unsqueeze(-1)).exp()
-    return torch.stack([logps, logsumexp - (probs * logits).sum(-1)], dim=-1)
-
-
-def selective_logps(logits: torch.Tensor, targets: torch.Tensor, *, entropy: bool = False) -> torch.Tensor:
-    """log softmax(logits)[target] per row (and the row's entropy when asked, as a trailing
-    dimension of 2), in fp32 but chunk by chunk: each chunk is checkpointed, so the backward keeps
-    only the (M, V) logits in their own dtype, never an fp32 (M, V) softmax."""
-    outputs = []
-    for chunk, chunk_targets in zip(logits.split(LOGPS_CHUNK), targets.split(LOGPS_CHUNK)):
-        if torch.is_grad_enabled() and chunk.requires_grad:
-            outputs.append(checkpoint(_chunk_logps, chunk, chunk_targets, entropy, use_reentrant=False))
-        else:
-            outputs.append(_chunk_logps(chunk, chunk_targets, entropy))
-    return torch.cat(outputs)
-
-
-def completion_logps(model: torch.nn.Module, inputs: dict[str, torch.Tensor], *, entropy: bool = False) -> dict:
-    """Per-completion log-probs from one forward pass over a collated batch (padded or packed).
-
-    Packed (one row, ``position_ids`` restarting per sequence, no attention mask: transformers
-    builds the block-diagonal mask): the LM head runs only at the positions whose next token is a
-    completion token (``logits_to_keep`` with their indices), and the log-softmax is chunked
-    (:func:`selective_logps`). Padded: TRL's fused LM head (``add_fused_lm_head``) projects in
-    chunks without materialising the logits; this is the reference path the packed one is tested
-    against. Returns, for the N sequences of the batch in row-major (b, k) order: ``logps_sum``
-    (N,), per completion token ``token_logps`` and ``token_mask`` (N, C) (C = the longest
-    completion), ``token_counts`` (N,), and ``token_entropy`` (N, C) when asked.
-    """
-    input_ids, completion_mask = inputs["input_ids"], inputs["completion_mask"]
-    # Position t predicts token t + 1: the targets are the completion tokens shifted by one. A
-    # completion token never starts a packed sequence (prompts are non-empty), so the shift never
-    # crosses from one packed sequence into the next at a target.
-    target_mask = completion_mask[:, 1:].bool()
-    if "position_ids" in inputs:
-        seq_lens = inputs["seq_lens"]
-        token_seq = torch.repeat_interleave(torch.arange(len(seq_lens), device=input_ids.device), seq_lens)
-        num_seqs = len(seq_lens)
-        seq = token_seq[1:][target_mask[0]]
-        keep = target_mask[0].nonzero().squeeze(1)
-        out = model(input_ids=input_ids, position_ids=inputs["position_ids"], use_cache=False, logits_to_keep=keep)
-        stats = selective_logps(out.logits[0], input_ids[0, keep + 1], entropy=entropy)
-        logps, token_entropy = (stats[:, 0], stats[:, 1]) if entropy else (stats, None)
-    else:
-        num_seqs = input_ids.shape[0]
-        seq = torch.arange(num_seqs, device=input_ids.device).unsqueeze(1).expand_as(target_mask)[target_mask]
-        labels = input_ids.masked_fill(completion_mask == 0, -100)
-        out = model(input_ids=input_ids, attention_mask=inputs["attention_mask"], use_cache=False, labels=labels,
-                    fused_lm_head=True)  # fmt: skip
-        logps = out.log_probs[:, -target_mask.shape[1] :][target_mask]
-        token_entropy = out.entropy[:, -target_mask.shape[1] :][target_mask] if entropy else None
-    counts = torch.bincount(seq, minlength=num_seqs)
-    starts = torch.cumsum(counts, 0) - counts
-    pos = torch.arange(len(seq), device=seq.device) - starts[seq]
-    width = int(counts.max().item()) if num_seqs else 0
-
-    def per_token(values: torch.Tensor) -> torch.Tensor:
-        return values.new_zeros(num_seqs, width).index_put((seq, pos), values)
-
-    result = {
-        "logps_sum": logps.new_zeros(num_seqs).index_add(0, seq, logps),
-        "token_logps": per_token(logps),
-        "token_mask": torch.arange(width, device=seq.device) < counts.unsqueeze(1),
-        "token_counts": counts,
-    }
-    if entropy:
-        result["token_entropy"] = per_token(token_entropy)
-    return result
 
 
 def _to_groups(values: torch.Tensor, group_mask: torch.Tensor) -> torch.Tensor:
