@@ -51,7 +51,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from align.data import json_safe, write_text_atomic
-from align.rewards import checked_pair_probs, checked_scores, reward_kind
+from align.rewards import SCORING_KINDS, checked_pair_probs, checked_scores, reward_kind
 
 __all__ = [
     "DEFAULT_REFERENCE",
@@ -273,10 +273,10 @@ def judge_outputs(
     model_rows = validate_rows(list(model_rows), source)
     reference_rows = _pair_with_reference(model_rows, reference_rows, source)
     kind = reward_kind(judge)
-    if kind not in ("pairwise", "reward"):
+    if kind not in ("pairwise", *SCORING_KINDS):
         raise TypeError(
             f"judge {getattr(judge, 'name', judge)!r} is a {kind or 'plug-in without judge_pairs() or score()'}: "
-            "AlpacaEval needs a pairwise judge (judge_pairs) or a reward model (score); a verifier has no "
+            "AlpacaEval needs a pairwise judge (judge_pairs) or a (process) reward model (score); a verifier has no "
             "reference answers to check against here"
         )
     annotator = annotator or annotator_name(judge)
@@ -653,7 +653,7 @@ def run_alpaca_eval(
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of instructions, got {limit}")
     main = accelerator is None or accelerator.is_main_process
-    if main and reward_kind(judge) not in ("pairwise", "reward"):  # fail before generating for minutes
+    if main and reward_kind(judge) not in ("pairwise", *SCORING_KINDS):  # fail before generating for minutes
         raise TypeError(f"judge {judge!r} is neither a pairwise judge (judge_pairs) nor a reward model (score)")
     rows, source = load_reference(reference)
     rows = rows[:limit] if limit is not None else rows

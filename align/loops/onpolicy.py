@@ -244,22 +244,17 @@ class OnPolicyLoop:
         """Greedy answers to the held-out prompts: accuracy for a verifier, else the win rate of
         these answers against the starting model's (``baseline``) under the judge."""
         from align.generation import HFGenerator
-        from align.rewards import PairwiseJudge, Verifier, preference_matrix_from_scores
+        from align.rewards import checked_verdicts, compare_answers, reward_kind
 
         generator = HFGenerator(model, tokenizer, accelerator, show_progress=self.main)
         answers = [c[0] for c in generator.generate([r["prompt"] for r in eval_rows], self.sampling(greedy=True))]
         prompts = [r["prompt"] for r in eval_rows]
         result: dict[str, Any] = {"answers": answers}
-        if isinstance(judge, Verifier):
-            correct = judge.verify(prompts, answers, [r.get("answer", r.get("solution")) for r in eval_rows])
-            result["accuracy"] = sum(map(bool, correct)) / len(correct)
+        if reward_kind(judge) == "verifier":
+            correct = checked_verdicts(judge, prompts, answers, [r.get("answer", r.get("solution")) for r in eval_rows])
+            result["accuracy"] = float(correct.mean())
         elif baseline is not None:
-            if isinstance(judge, PairwiseJudge):
-                probs = judge.judge_pairs(prompts, answers, baseline)
-            else:
-                ours, theirs = judge.score(prompts, answers), judge.score(prompts, baseline)
-                probs = [preference_matrix_from_scores([a, b])[0][1] for a, b in zip(ours, theirs)]
-            result["win_rate_vs_start"] = float(sum(probs) / len(probs))
+            result["win_rate_vs_start"] = float(compare_answers(judge, prompts, answers, baseline).mean())
         return result
 
     def run_benchmark(self, it, stage: str, model, tokenizer, *, accelerator=None) -> None:
@@ -329,7 +324,7 @@ class OnPolicyLoop:
 
     def run(self) -> list[dict]:
         from align.models import check_model_source, load_tokenizer
-        from align.rewards import Verifier, load_reward
+        from align.rewards import load_reward, reward_kind
 
         la = self.loop_args
         # Everything that can fail on the user's input fails before run.json is written.
@@ -411,7 +406,7 @@ class OnPolicyLoop:
                 start_file = run.iteration(0).path / "eval_start.json"
                 baseline = (
                     read_json(start_file)["answers"]
-                    if start_file.exists() and not isinstance(judge, Verifier)
+                    if start_file.exists() and reward_kind(judge) != "verifier"
                     else None
                 )
                 result = self.evaluate(model, tokenizer, judge, eval_rows, accelerator=accelerator, baseline=baseline)

@@ -105,6 +105,10 @@ class VerifierReward:
     ) -> list[float]:
         return self.evaluate(prompts, completions, references)[0].tolist()
 
+    def verify(self, prompts: Sequence[Prompt], completions: Sequence[str], references: Sequence[str]) -> list[bool]:
+        """The wrapped verifier's verdicts: a ``VerifierReward`` is still a verifier."""
+        return self.verifier.verify(prompts, completions, references)
+
     def _extracted(
         self, prompts: Sequence[Prompt], completions: Sequence[str], prompt_ids: Sequence[int] | None
     ) -> np.ndarray:

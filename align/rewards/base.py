@@ -1,16 +1,19 @@
 """The reward plug-in protocols, the error they raise and the checked calls every caller goes through.
 
-Three kinds of plug-in, all batched (lists in, one list out, same length and order):
+Four kinds of plug-in, all batched (lists in, one list out, same length and order):
 
 - :class:`PairwiseJudge`: ``judge_pairs(prompts, completions_a, completions_b)`` → P(A ≻ B) ∈ [0, 1]
 - :class:`RewardModel`: ``score(prompts, completions)`` → a finite real score per completion
 - :class:`Verifier`: ``verify(prompts, completions, references)`` → ``bool`` (correct or not)
+- :class:`ProcessRewardModel`: ``score_steps(prompts, completions)`` → :class:`StepScores` per
+  completion (its steps, a reward per step, the outcome reward), and ``score`` like a reward model
+  (the step rewards aggregated), so it serves wherever a reward model does
 
 A prompt is a string or a conversation (a list of ``{"role", "content"}`` messages); completions
 and references are strings. Every plug-in has a ``name`` used in error messages.
 
-Callers never trust a plug-in's output: :func:`checked_scores`, :func:`checked_pair_probs` and
-:func:`checked_verdicts` call it once on the whole batch and turn an exception or a malformed
+Callers never trust a plug-in's output: :func:`checked_scores`, :func:`checked_pair_probs`,
+:func:`checked_verdicts` and :func:`checked_step_scores` call it once on the whole batch and turn an exception or a malformed
 value (wrong length, NaN, P outside [0, 1], a non-bool verdict) into a :class:`RewardError` naming
 the plug-in, the prompt index and the start of the prompt text. A plug-in that knows which item
 failed raises ``RewardError(name, problem, index=i, prompt=prompts[i])`` with ``i`` its position in
@@ -22,20 +25,23 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
 __all__ = [
     "Message",
     "PairwiseJudge",
+    "ProcessRewardModel",
     "Prompt",
     "RewardError",
     "RewardKind",
     "RewardModel",
+    "StepScores",
     "Verifier",
     "checked_pair_probs",
     "checked_scores",
+    "checked_step_scores",
     "checked_verdicts",
     "prompt_preview",
     "reward_kind",
@@ -43,7 +49,9 @@ __all__ = [
 
 Message = dict[str, str]
 Prompt = str | list[Message]
-RewardKind = Literal["verifier", "reward", "pairwise"]
+RewardKind = Literal["verifier", "process", "reward", "pairwise"]
+# The kinds that give every completion a scalar score (``score``).
+SCORING_KINDS: tuple[RewardKind, ...] = ("process", "reward")
 
 
 @runtime_checkable
@@ -77,22 +85,47 @@ class Verifier(Protocol):
     ) -> list[bool]: ...
 
 
+class StepScores(NamedTuple):
+    """What a process reward model says about one completion.
+
+    ``steps``: the completion split into steps (their text, in order); ``rewards``: one reward per
+    step (same length); ``outcome``: the reward of the whole completion (for an implicit PRM
+    β·Δ(y), the sum of the step rewards plus any tokens outside every step); ``score``: the one
+    number the plug-in ranks completions by (its aggregation of the step rewards, e.g. their
+    minimum), the value its ``score`` returns."""
+
+    steps: list[str]
+    rewards: list[float]
+    outcome: float
+    score: float
+
+
+@runtime_checkable
+class ProcessRewardModel(Protocol):
+    """(prompt, completion) → :class:`StepScores`, batched; also ``score`` → one aggregated score
+    per completion, so a process reward model can judge wherever a reward model can."""
+
+    name: str
+
+    def score_steps(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[StepScores]: ...
+
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[float]: ...
+
+
 # The method that makes each kind, in the order :func:`reward_kind` tries them.
 _KIND_METHODS: tuple[tuple[RewardKind, str], ...] = (
     ("verifier", "verify"),
+    ("process", "score_steps"),
     ("reward", "score"),
     ("pairwise", "judge_pairs"),
 )
 
 
 def reward_kind(plugin: object) -> RewardKind | None:
-    """Which protocol ``plugin`` implements, by its methods: ``"verifier"``, ``"reward"`` or
-    ``"pairwise"`` (tried in that order, so an object with both ``verify`` and ``score`` counts as
-    a verifier), or None. The ``name`` attribute is not looked at here."""
-    from align.rewards.adapters import VerifierReward  # adapters import this module
-
-    if isinstance(plugin, VerifierReward):
-        return "verifier"
+    """Which protocol ``plugin`` implements, by its methods: ``"verifier"``, ``"process"``,
+    ``"reward"`` or ``"pairwise"`` (tried in that order, so an object with both ``verify`` and
+    ``score`` counts as a verifier, one with ``score_steps`` and ``score`` as a process reward
+    model), or None. The ``name`` attribute is not looked at here."""
     for kind, method in _KIND_METHODS:
         if callable(getattr(plugin, method, None)):
             return kind
@@ -246,3 +279,34 @@ def checked_verdicts(
         if not isinstance(value, (bool, np.bool_)):
             raise RewardError(_plugin_name(plugin), f"verdict {value!r} is not a bool", index=ids[i], prompt=prompts[i])
     return np.array(values, dtype=bool)
+
+
+def checked_step_scores(
+    plugin: ProcessRewardModel,
+    prompts: Sequence[Prompt],
+    completions: Sequence[str],
+    *,
+    prompt_ids: Sequence[int] | None = None,
+) -> list[StepScores]:
+    """One :class:`StepScores` per completion from ``plugin.score_steps``: as many finite step
+    rewards as steps (a completion may have none), a finite outcome reward and score."""
+    values, ids = _call(plugin, "score_steps", prompts, [completions], prompt_ids)
+    out = []
+    for i, value in enumerate(values):
+        try:
+            steps, rewards, outcome, score = value
+        except (TypeError, ValueError):
+            steps = rewards = outcome = score = None
+        if hasattr(rewards, "tolist"):  # numpy arrays and torch tensors
+            rewards = rewards.tolist()
+        problem = None
+        if not isinstance(steps, (list, tuple)) or not isinstance(rewards, (list, tuple)):
+            problem = f"{value!r:.80} is not StepScores(steps, rewards, outcome, score)"
+        elif len(steps) != len(rewards):
+            problem = f"{len(steps)} steps but {len(rewards)} step rewards"
+        elif any(_real(r) is None for r in rewards) or _real(outcome) is None or _real(score) is None:
+            problem = f"step rewards {list(rewards)!r:.80}, outcome {outcome!r} or score {score!r} not all finite numbers"
+        if problem is not None:
+            raise RewardError(_plugin_name(plugin), problem, index=ids[i], prompt=prompts[i])
+        out.append(StepScores([str(s) for s in steps], [float(r) for r in rewards], float(outcome), float(score)))
+    return out

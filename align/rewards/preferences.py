@@ -26,10 +26,21 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from align.rewards.adapters import VerifierReward
-from align.rewards.base import PairwiseJudge, Prompt, checked_pair_probs, checked_scores, reward_kind
+from align.rewards.base import (
+    SCORING_KINDS,
+    PairwiseJudge,
+    Prompt,
+    StepScores,
+    checked_pair_probs,
+    checked_scores,
+    checked_step_scores,
+    checked_verdicts,
+    reward_kind,
+)
 
 __all__ = [
     "GroupJudgement",
+    "compare_answers",
     "preference_matrix_from_judge",
     "preference_matrix_from_scores",
     "returns_from_scores",
@@ -106,13 +117,15 @@ class GroupJudgement:
 
     ``scores`` (K,) are None for a pairwise judge; ``preference`` is P (K, K); ``win_rates`` is P̂
     (K,); ``correct`` (K,) bool is set for verifiers only (their ``scores`` are the
-    :class:`VerifierReward` tie-breaker scores).
+    :class:`VerifierReward` tie-breaker scores); ``steps`` (K :class:`StepScores`) for process
+    reward models only (their ``scores`` are each completion's ``StepScores.score``).
     """
 
     scores: np.ndarray | None
     preference: np.ndarray
     win_rates: np.ndarray
     correct: np.ndarray | None = None
+    steps: list[StepScores] | None = None
 
     def best_worst(self) -> tuple[int, int]:
         """(w, l): the indices of the highest and lowest win rate. Ties go to the lower index for w
@@ -130,9 +143,11 @@ class GroupJudgement:
         }
 
 
-def _from_scores(scores: np.ndarray, correct: np.ndarray | None = None) -> GroupJudgement:
+def _from_scores(
+    scores: np.ndarray, correct: np.ndarray | None = None, steps: list[StepScores] | None = None
+) -> GroupJudgement:
     preference = preference_matrix_from_scores(scores)
-    return GroupJudgement(scores=scores, preference=preference, win_rates=win_rates(preference), correct=correct)
+    return GroupJudgement(scores, preference, win_rates(preference), correct=correct, steps=steps)
 
 
 def score_groups(
@@ -145,9 +160,10 @@ def score_groups(
 
     The plug-in is called once for all prompts together (one flattened batch): a reward model on
     every completion, a pairwise judge on every pair i < j of every group, a verifier (which needs
-    ``references``, one per prompt) on every completion. Verifiers get the
+    ``references``, one per prompt) on every completion, a process reward model once per completion
+    (its step scores, kept in ``steps``, and their aggregate as the score). Verifiers get the
     :class:`VerifierReward` tie-breaker scores and expose ``correct``. Errors name the index of the
-    prompt in ``prompts``.
+    prompt in ``prompts``. This is the one way the loops, best-of-N and evaluation judge groups.
     """
     if len(prompts) != len(groups):
         raise ValueError(f"got {len(prompts)} prompts but {len(groups)} groups of completions")
@@ -172,10 +188,42 @@ def score_groups(
         flat_refs = [references[index] for index in owners]
         scores, correct = adapter.evaluate(flat_prompts, flat_completions, flat_refs, prompt_ids=owners)
         return [_from_scores(scores[lo:hi], correct[lo:hi]) for lo, hi in pairwise(bounds)]
+    if kind == "process":
+        steps = checked_step_scores(plugin, flat_prompts, flat_completions, prompt_ids=owners)
+        scores = np.array([s.score for s in steps], dtype=np.float64)
+        return [_from_scores(scores[lo:hi], steps=steps[lo:hi]) for lo, hi in pairwise(bounds)]
     if kind == "reward":
         scores = checked_scores(plugin, flat_prompts, flat_completions, prompt_ids=owners)
         return [_from_scores(scores[lo:hi]) for lo, hi in pairwise(bounds)]
     return _judge_groups(plugin, prompts, groups)
+
+
+def compare_answers(
+    plugin: Any,
+    prompts: Sequence[Prompt],
+    answers: Sequence[str],
+    baselines: Sequence[str],
+    references: Sequence[str] | None = None,
+) -> np.ndarray:
+    """(N,) P(answer_i ≻ baseline_i) for one answer and one baseline per prompt, from any plug-in,
+    through the checked calls: a pairwise judge's P(A ≻ B) with the answer as A; σ(s_a − s_b) for a
+    reward or process reward model; for a verifier (needs ``references``) 1 if only the answer is
+    correct, 0 if only the baseline is, ½ if both or neither are."""
+    if not len(prompts) == len(answers) == len(baselines):
+        raise ValueError(f"got {len(prompts)} prompts, {len(answers)} answers and {len(baselines)} baselines")
+    kind = reward_kind(plugin)
+    if kind == "pairwise":
+        return checked_pair_probs(plugin, prompts, answers, baselines)
+    if kind in SCORING_KINDS:
+        ours, theirs = checked_scores(plugin, prompts, answers), checked_scores(plugin, prompts, baselines)
+        return 0.5 * (1.0 + np.tanh(0.5 * (ours - theirs)))  # σ(s_a − s_b), as preference_matrix_from_scores
+    if kind == "verifier":
+        if references is None:
+            raise ValueError(f"{getattr(plugin, 'name', plugin)!r} is a verifier: compare_answers needs references")
+        ours = checked_verdicts(plugin, prompts, answers, references)
+        theirs = checked_verdicts(plugin, prompts, baselines, references)
+        return 0.5 + 0.5 * (ours.astype(np.float64) - theirs.astype(np.float64))
+    raise TypeError(f"{type(plugin).__name__} is not a reward plug-in (no judge_pairs(), score(), verify())")
 
 
 def _judge_groups(

@@ -11,6 +11,7 @@ from align.rewards import (
     FunctionReward,
     GroupJudgement,
     RewardError,
+    StepScores,
     checked_pair_probs,
     checked_scores,
     checked_verdicts,
@@ -271,3 +272,89 @@ def test_per_example_failure_is_mapped_to_the_callers_prompt_index():
     # The crash is the 4th flattened completion, which belongs to prompt 1.
     with pytest.raises(RewardError, match=r"'fragile' failed on prompt 1 \('Second question.*KeyError"):
         score_groups(plugin, PROMPTS, [["a", "b", "c"], ["crash", "d"]])
+
+
+# -- the process (per-step) kind and compare_answers ---------------------------------------------
+
+
+class LineStepModel:
+    """A process reward model over newline-separated steps: a step's reward is its length minus 3,
+    the outcome their sum, the score their minimum. Records every call."""
+
+    name = "line_steps"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def score_steps(self, prompts, completions):
+        self.calls += 1
+        out = []
+        for completion in completions:
+            steps = [s for s in completion.split("\n") if s]
+            rewards = [len(s) - 3.0 for s in steps]
+            out.append(StepScores(steps, rewards, sum(rewards), min(rewards, default=0.0)))
+        return out
+
+    def score(self, prompts, completions):
+        return [s.score for s in self.score_steps(prompts, completions)]
+
+
+def test_a_process_reward_model_is_its_own_kind_and_scores_groups_in_one_call():
+    from align.rewards import reward_kind
+
+    model = LineStepModel()
+    assert reward_kind(model) == "process"
+    (group,) = score_groups(model, ["p"], [["abcd\nab", "abcdef"]])
+    assert model.calls == 1
+    assert group.scores.tolist() == [-1.0, 3.0]  # min(1, -1), min(3)
+    assert [s.steps for s in group.steps] == [["abcd", "ab"], ["abcdef"]]
+    assert group.steps[0].outcome == 0.0
+    np.testing.assert_allclose(group.preference[1, 0], 1 / (1 + math.exp(-4.0)))
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        (("steps", [1.0], 1.0, 1.0), "is not StepScores"),
+        ((["a", "b"], [1.0], 1.0, 1.0), "2 steps but 1 step rewards"),
+        ((["a"], [float("nan")], 1.0, 1.0), "not all finite"),
+        ((["a"], [1.0], 1.0, None), "not all finite"),
+    ],
+)
+def test_malformed_step_scores_name_the_prompt(value, problem):
+    from align.rewards import checked_step_scores
+
+    class Bad:
+        name = "bad_steps"
+
+        def score_steps(self, prompts, completions):
+            return [StepScores(["x"], [0.0], 0.0, 0.0), value]
+
+        def score(self, prompts, completions):
+            return [0.0] * len(completions)
+
+    with pytest.raises(RewardError, match=rf"'bad_steps' failed on prompt 7 \('second'\): .*{problem}"):
+        checked_step_scores(Bad(), ["first", "second"], ["a", "b"], prompt_ids=[3, 7])
+
+
+def test_compare_answers_every_kind_by_hand():
+    from align.rewards import FunctionJudge, FunctionVerifier, compare_answers
+
+    judge = FunctionJudge(lambda p, a, b: 0.9 if len(a) > len(b) else 0.2, "longer")
+    assert compare_answers(judge, ["p", "q"], ["aaa", "a"], ["a", "aaa"]).tolist() == [0.9, 0.2]
+    reward = FunctionReward(lambda p, c: float(len(c)), "length")
+    np.testing.assert_allclose(compare_answers(reward, ["p"], ["aaa"], ["a"]), [1 / (1 + math.exp(-2.0))])
+    np.testing.assert_allclose(compare_answers(LineStepModel(), ["p"], ["abcdef"], ["abcd"]), [1 / (1 + math.exp(-2.0))])
+    verifier = FunctionVerifier(lambda p, c, r: c == r, "exact")
+    got = compare_answers(verifier, ["p"] * 4, ["1", "1", "2", "2"], ["1", "2", "1", "3"], references=["1"] * 4)
+    assert got.tolist() == [0.5, 1.0, 0.0, 0.5]
+    with pytest.raises(ValueError, match="needs references"):
+        compare_answers(verifier, ["p"], ["1"], ["2"])
+
+
+def test_a_verifier_wrapped_for_scores_is_still_a_verifier():
+    from align.rewards import FunctionVerifier, VerifierReward, reward_kind
+
+    wrapped = VerifierReward(FunctionVerifier(lambda p, c, r: c == r, "exact"))
+    assert reward_kind(wrapped) == "verifier"
+    assert wrapped.verify(["p", "p"], ["1", "2"], ["1", "1"]) == [True, False]
