@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write_json", "fingerprint", "json_safe", "read_json", "write_jsonl", "write_text_atomic"]
+__all__ = ["atomic_write_json", "fingerprint", "json_safe", "read_json", "read_jsonl", "write_jsonl", "write_text_atomic"]
 
 
 def write_jsonl(rows: Iterable[dict], path: str | os.PathLike) -> Path:
@@ -83,6 +83,11 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The rows of a JSONL file written by :func:`write_jsonl` (blank lines skipped)."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def fingerprint(config: dict) -> str:

@@ -15,7 +15,6 @@ is the winner when no sample is correct) and trains the next model against the c
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from accelerate import PartialState
 
 from align.cli import DataArguments, parse_recipe_args, run_recipe
 from align.distributed import finish_distributed
-from align.loops import LoopArguments, OnPolicyLoop, rpo_pairs
+from align.loops import LoopArguments, OnPolicyLoop
 from align.runner import run_training
 from align.trainers import RPOConfig, RPOTrainer
 
@@ -38,8 +37,7 @@ def main(argv: list[str] | None = None):
     if loop_args.iterations > 0:
         loop = OnPolicyLoop(
             loop_args=loop_args, training_args=training_args, model_args=model_args, drift_args=drift_args, benchmark_args=benchmark_args,
-            trainer_cls=RPOTrainer, method="iterative_rpo",
-            build_pairs=functools.partial(rpo_pairs, pairs_per_prompt=loop_args.pairs_per_prompt),
+            trainer_cls=RPOTrainer, method="iterative_rpo", default_builder="rpo_pairs",
         )  # fmt: skip
         summaries = loop.run()
         finish_distributed(PartialState())

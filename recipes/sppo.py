@@ -12,7 +12,6 @@ one subfolder per iteration); re-running the same command resumes where it stopp
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from accelerate import PartialState
 
 from align.cli import parse_recipe_args, run_recipe
 from align.distributed import finish_distributed
-from align.loops import LoopArguments, OnPolicyLoop, sppo_pairs
+from align.loops import LoopArguments, OnPolicyLoop
 from align.trainers import SPPOConfig, SPPOTrainer
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "sppo.yaml"
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         drift_args=drift_args,
         benchmark_args=benchmark_args,
         trainer_cls=SPPOTrainer,
-        build_pairs=functools.partial(sppo_pairs, skip_ties=loop_args.skip_ties),
+        default_builder="sppo_pairs",
         method=f"sppo/{training_args.objective}",
     )
     summaries = loop.run()

@@ -1,10 +1,27 @@
-"""On-policy loops: the run folder, pair builders and the iteration engine."""
+"""On-policy loops: the run folder, dataset builders, stages and the iteration engine."""
 
 from align.loops.onpolicy import LoopArguments, OnPolicyLoop, load_prompt_rows
-from align.loops.pairs import rpo_pairs, sppo_pairs
+from align.loops.builders import (
+    all_pairs,
+    available_builders,
+    get_builder,
+    labelled_singles,
+    register_builder,
+    rpo_pairs,
+    sppo_pairs,
+)
+from align.loops.stages import DEFAULT_STAGES, IterationState, Stage
 from align.loops.run import ConfigChangedError, IterationFolder, RunFolder, atomic_write_json, fingerprint, read_json
 
 __all__ = [
+    "DEFAULT_STAGES",
+    "IterationState",
+    "Stage",
+    "all_pairs",
+    "available_builders",
+    "get_builder",
+    "labelled_singles",
+    "register_builder",
     "ConfigChangedError",
     "IterationFolder",
     "LoopArguments",

@@ -1,7 +1,9 @@
-"""The on-policy iteration engine: generate → judge → build pairs → train → evaluate → next iteration.
+"""The on-policy iteration engine: a sequence of named, resumable stages per iteration
+(:mod:`align.loops.stages`; by default evaluate → generate → judge → dataset → train → evaluate).
 
 Iteration t starts from π_t (the base model for t = 0, else iteration t−1's trained model),
-samples K completions per prompt from π_t, judges them, builds preference pairs, and trains
+samples K completions per prompt from π_t, judges them, builds the trainer's dataset with the
+dataset builder named in the config (:mod:`align.loops.builders`), and trains
 π_{t+1} against the reference π_t (with LoRA: π_t is the base with every earlier adapter merged,
 and the reference is the fresh adapter disabled; with full fine-tuning: a frozen copy of π_t).
 Every stage writes its files atomically and is recorded in the iteration's manifest
@@ -15,20 +17,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import gc
-import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from accelerate import PartialState
 
 from align.checkpoints import last_complete_checkpoint
-from align.data import read_rows, write_jsonl
+from align.data import read_rows
+from align.io import read_jsonl
+from align.loops.builders import check_builder, get_builder
 from align.loops.run import RunFolder, atomic_write_json, check_output_dir, read_json, run_config
+from align.loops.stages import DEFAULT_STAGES, IterationState, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +70,13 @@ class LoopArguments:
     eval_max_new_tokens: int | None = field(
         default=None, metadata={"help": "Tokens per evaluation answer (default: max_new_tokens)."}
     )
-    skip_ties: bool = field(default=True, metadata={"help": "SPPO: skip prompts whose samples were all judged equal."})
-    pairs_per_prompt: int = field(
-        default=1, metadata={"help": "Iterative RPO: pairs per problem (the paper: up to 10)."}
+    dataset_builder: str | None = field(
+        default=None,
+        metadata={"help": "How judged samples become training rows (align.loops.builders: sppo_pairs, rpo_pairs, "
+                  "all_pairs, labelled); default: the recipe's."},
+    )  # fmt: skip
+    dataset_options: str = field(
+        default="{}", metadata={"help": "JSON options for the dataset builder, e.g. '{\"skip_ties\": false}'."}
     )
     start_over: bool = field(
         default=False, metadata={"help": "Delete a run folder made by a different config and restart."}
@@ -85,8 +91,6 @@ class LoopArguments:
         for name in ("iterations", "prompts_per_iteration", "num_eval_prompts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.pairs_per_prompt < 1:
-            raise ValueError(f"pairs_per_prompt must be >= 1, got {self.pairs_per_prompt}")
         if self.iterations == 0:
             return  # no loop: the sampling and judge fields are unused
         SamplingConfig(num_samples=self.num_samples, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
@@ -94,11 +98,18 @@ class LoopArguments:
         if self.eval_max_new_tokens is not None and self.eval_max_new_tokens < 1:
             raise ValueError(f"eval_max_new_tokens must be >= 1, got {self.eval_max_new_tokens}")
         check_reward_spec(self.judge, **self.judge_kwargs())
+        if self.dataset_builder is not None:
+            check_builder(self.dataset_builder, self.dataset_kwargs())
 
     def judge_kwargs(self) -> dict:
         from align.rewards import reward_options
 
         return reward_options(self.judge_options, "judge_options")
+
+    def dataset_kwargs(self) -> dict:
+        from align.rewards import reward_options
+
+        return reward_options(self.dataset_options, "dataset_options")
 
 
 def load_prompt_rows(source: str, split: str, prompt_field: str = "prompt") -> list[dict]:
@@ -126,15 +137,12 @@ def _iteration_slice(rows: list[dict], t: int, size: int) -> list[dict]:
     return [dict(rows[i], index=i) for i in indices]
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 class OnPolicyLoop:
     """Run ``loop_args.iterations`` on-policy iterations of ``trainer_cls`` into ``args.output_dir``.
 
-    ``build_pairs(judged_rows) -> (rows, stats)`` turns one iteration's judged samples into the
-    trainer's dataset (:func:`align.loops.pairs.sppo_pairs`, :func:`align.loops.pairs.rpo_pairs`)."""
+    Each iteration runs ``stages`` in order (default :data:`align.loops.stages.DEFAULT_STAGES`).
+    The ``dataset`` stage turns the judged samples into the trainer's rows with the builder
+    ``loop_args.dataset_builder`` names, else ``default_builder`` (:mod:`align.loops.builders`)."""
 
     def __init__(
         self,
@@ -143,13 +151,20 @@ class OnPolicyLoop:
         training_args,
         model_args,
         trainer_cls,
-        build_pairs: Callable[[list[dict]], tuple[list[dict], dict]],
+        default_builder: str,
         drift_args=None,
         benchmark_args=None,
         method: str,
+        stages: Sequence[Stage] = DEFAULT_STAGES,
     ):
         self.loop_args, self.training_args, self.model_args = loop_args, training_args, model_args
-        self.trainer_cls, self.build_pairs, self.drift_args, self.method = trainer_cls, build_pairs, drift_args, method
+        self.trainer_cls, self.drift_args, self.method = trainer_cls, drift_args, method
+        self.builder_name = loop_args.dataset_builder or default_builder
+        self.build_dataset = get_builder(self.builder_name, loop_args.dataset_kwargs())
+        names = [stage.name for stage in stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        self.stages = tuple(stages)
         # not part of the run's config: adding a benchmark to a finished run re-runs only that stage
         self.benchmark_args = benchmark_args
         self.benchmark = benchmark_args.build() if benchmark_args is not None else None
@@ -158,7 +173,8 @@ class OnPolicyLoop:
     # -- setup ---------------------------------------------------------------------------------
 
     def config(self) -> dict:
-        loop = dataclasses.replace(self.loop_args, start_over=False)  # how to start, not what the run is
+        # how to start is not what the run is; the builder is, also when it is the recipe's default
+        loop = dataclasses.replace(self.loop_args, start_over=False, dataset_builder=self.builder_name)
         return run_config(self.method, self.training_args, self.model_args, self.drift_args, loop=loop)
 
     def _barrier(self) -> None:
@@ -233,8 +249,11 @@ class OnPolicyLoop:
                     "preference": [[float(x) for x in row] for row in j.preference]}  # fmt: skip
             if j.scores is not None:
                 item["scores"] = [float(x) for x in j.scores]
-            if getattr(j, "correct", None) is not None:
+            if j.correct is not None:
                 item["correct"] = [bool(x) for x in j.correct]
+            if j.steps is not None:
+                item["step_rewards"] = [list(s.rewards) for s in j.steps]
+                item["outcome_rewards"] = [s.outcome for s in j.steps]
             judged.append(item)
         return judged
 
@@ -273,13 +292,6 @@ class OnPolicyLoop:
                 stage, {"benchmark": self.benchmark.name, "settings": fingerprint(self.benchmark.settings()), **metrics}
             )
         self._barrier()
-
-    def _benchmark_done(self, it, stage: str) -> bool:
-        from align.loops.run import fingerprint
-
-        if not it.done(stage):
-            return False
-        return it.summary(stage).get("settings") == fingerprint(self.benchmark.settings())
 
     def train(self, it, model, tokenizer, pairs: list[dict]):
         from datasets import Dataset
@@ -324,7 +336,7 @@ class OnPolicyLoop:
 
     def run(self) -> list[dict]:
         from align.models import check_model_source, load_tokenizer
-        from align.rewards import load_reward, reward_kind
+        from align.rewards import load_reward
 
         la = self.loop_args
         # Everything that can fail on the user's input fails before run.json is written.
@@ -345,80 +357,13 @@ class OnPolicyLoop:
         self._barrier()
         summaries = []
         for t in range(la.iterations):
-            it = run.iteration(t)
-            policy = None
-            if t == 0 and eval_rows and not it.done("evaluate_start"):
-                policy = self.load_policy(run, 0)
-                start = self.evaluate(policy, tokenizer, judge, eval_rows)
-                if self.main:
-                    atomic_write_json(it.path / "eval_start.json", start)
-                    it.finish("evaluate_start", {k: v for k, v in start.items() if k != "answers"})
-                self._barrier()
-            if t == 0 and self.benchmark is not None and not self._benchmark_done(it, "benchmark_start"):
-                policy = policy or self.load_policy(run, 0)
-                self.run_benchmark(it, "benchmark_start", policy, tokenizer)
-            batch = _iteration_slice(prompts, t, la.prompts_per_iteration)
-            if not it.done("generate"):
-                policy = policy or self.load_policy(run, t)
-                samples = self.generate(it, policy, tokenizer, batch)
-                if self.main:
-                    write_jsonl([{**p, "completions": s} for p, s in zip(batch, samples)], it.samples)
-                    it.finish("generate", {"prompts": len(batch), "samples": sum(map(len, samples))})
-                    shutil.rmtree(it.chunks, ignore_errors=True)
-                self._barrier()
-            if not it.done("judge"):
-                if self.main:
-                    rows = _read_jsonl(it.samples)
-                    judged = self.judge(judge, [{k: v for k, v in r.items() if k != "completions"} for r in rows],
-                                        [r["completions"] for r in rows])  # fmt: skip
-                    write_jsonl(judged, it.judged)
-                    summary = {"prompts": len(judged)}
-                    if judged and "correct" in judged[0]:
-                        flat = [c for r in judged for c in r["correct"]]
-                        summary["sample_accuracy"] = sum(flat) / len(flat)
-                    it.finish("judge", summary)
-                self._barrier()
-            if not it.done("dataset"):
-                if self.main:
-                    pairs, stats = self.build_pairs(_read_jsonl(it.judged))
-                    if not pairs:
-                        raise RuntimeError(
-                            f"iteration {t}: no preference pairs from {it.judged} ({stats}); more samples or prompts needed"
-                        )
-                    write_jsonl(pairs, it.dataset)
-                    it.finish("dataset", stats)
-                self._barrier()
-            trainer = None
-            if not it.done("train"):
-                policy = policy or self.load_policy(run, t)
-                trainer, metrics = self.train(it, policy, tokenizer, _read_jsonl(it.dataset))
-                if self.main:
-                    it.finish("train", {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-                self._barrier()
-            needs_eval = bool(eval_rows) and not it.done("evaluate")
-            needs_benchmark = self.benchmark is not None and not self._benchmark_done(it, "benchmark")
-            if needs_eval or needs_benchmark:  # π_{t+1}, loaded once for both stages
-                if trainer is not None:
-                    model, accelerator = trainer.model_wrapped, trainer.accelerator
-                else:
-                    model, accelerator = self.load_policy(run, t + 1), None
-            if needs_eval:
-                start_file = run.iteration(0).path / "eval_start.json"
-                baseline = (
-                    read_json(start_file)["answers"]
-                    if start_file.exists() and reward_kind(judge) != "verifier"
-                    else None
-                )
-                result = self.evaluate(model, tokenizer, judge, eval_rows, accelerator=accelerator, baseline=baseline)
-                if self.main:
-                    atomic_write_json(it.eval, result)
-                    it.finish("evaluate", {k: v for k, v in result.items() if k != "answers"})
-                self._barrier()
-            if needs_benchmark:
-                self.run_benchmark(it, "benchmark", model, tokenizer, accelerator=accelerator)
-            model = accelerator = None  # drop π_{t+1} before the next iteration loads its own
-            del trainer, policy
-            gc.collect()
+            state = IterationState(self, run, run.iteration(t), _iteration_slice(prompts, t, la.prompts_per_iteration),
+                                   eval_rows, tokenizer, judge)  # fmt: skip
+            for stage in self.stages:
+                if stage.applies(state) and not stage.done(state):
+                    logger.info("iteration %d: %s", t, stage.name)
+                    stage.run(state)
+            state.release()
             summaries.append(self.summary(run, t))
             if self.main:
                 print(self.table(run, t + 1), flush=True)
@@ -432,7 +377,8 @@ class OnPolicyLoop:
     def summary(self, run: RunFolder, t: int) -> dict:
         it = run.iteration(t)
         manifest = it.manifest()["stages"]
-        out = {"iteration": t + 1, "pairs": manifest.get("dataset", {}).get("pairs")}
+        dataset = manifest.get("dataset", {})
+        out = {"iteration": t + 1, "pairs": dataset.get("pairs", dataset.get("rows"))}
         out["sample_accuracy"] = manifest.get("judge", {}).get("sample_accuracy")
         for key in ("accuracy", "win_rate_vs_start"):
             if key in manifest.get("evaluate", {}):
@@ -443,7 +389,7 @@ class OnPolicyLoop:
             )
         drift = it.train_dir / "likelihood_drift.jsonl"
         if drift.exists():
-            last = _read_jsonl(drift)[-1]
+            last = read_jsonl(drift)[-1]
             out["chosen_drift"] = last.get("chosen_change_per_token")
             out["rejected_drift"] = last.get("rejected_change_per_token")
             out["displacement_rate"] = last.get("displacement_rate")

@@ -57,3 +57,48 @@ def test_rpo_pairs_pair_correct_with_incorrect_and_use_gold_when_none_is_correct
     assert stats == {"prompts": 3, "pairs": 4, "gold_winners": 1, "all_correct": 1}
     with pytest.raises(ValueError, match="needs a verifier"):
         rpo_pairs([judged([0.5, 0.5])])
+
+
+def verdicts(completions, correct, prompt="p"):
+    return {"prompt": prompt, "completions": completions, "correct": correct}
+
+
+def test_all_pairs_are_every_correct_times_incorrect_pair_and_none_for_uniform_prompts():
+    from align.loops import all_pairs
+
+    judged = [
+        verdicts(["a", "b", "c", "a", "d"], [True, False, True, True, False]),
+        verdicts(["x", "y"], [True, True]),
+        verdicts(["u", "v"], [False, False]),
+    ]
+    rows, stats = all_pairs(judged)
+    pairs = [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows]
+    # distinct winners a, c × distinct losers b, d; the duplicate "a" adds nothing
+    assert pairs == [("a", "b"), ("a", "d"), ("c", "b"), ("c", "d")]
+    assert stats == {"prompts": 3, "pairs": 4, "all_correct": 1, "all_wrong": 1}
+    assert len(all_pairs(judged, max_pairs_per_prompt=3)[0]) == 3
+
+
+def test_labelled_singles_carry_the_verdict_and_need_a_verifier():
+    from align.loops import labelled_singles
+
+    rows, stats = labelled_singles([verdicts(["a", "b", "a"], [True, False, True])])
+    assert [(r["completion"][0]["content"], r["label"]) for r in rows] == [("a", 1), ("b", 0)]
+    assert rows[0]["prompt"] == [{"role": "user", "content": "p"}]
+    assert stats == {"prompts": 1, "rows": 2, "correct": 1}
+    assert len(labelled_singles([verdicts(["a", "b", "a"], [True, False, True])], dedupe=False)[0]) == 3
+    with pytest.raises(ValueError, match="labelled needs a verifier"):
+        labelled_singles([{"prompt": "p", "completions": ["a"], "win_rates": [0.5]}])
+
+
+def test_builders_by_name_and_their_options_are_checked_while_parsing():
+    from align.loops import LoopArguments, available_builders, get_builder
+
+    assert {"sppo_pairs", "rpo_pairs", "all_pairs", "labelled"} <= set(available_builders())
+    assert get_builder("rpo_pairs", {"pairs_per_prompt": 2})([verdicts(["a", "b", "c"], [True, False, False])])[1]["pairs"] == 2
+    with pytest.raises(KeyError, match="unknown dataset builder 'pairz'; known: all_pairs"):
+        LoopArguments(dataset_builder="pairz")
+    with pytest.raises(TypeError, match=r"'sppo_pairs': .*'skip_tie'.*it takes options \['skip_ties'\]"):
+        LoopArguments(dataset_builder="sppo_pairs", dataset_options='{"skip_tie": false}')
+    with pytest.raises(ValueError, match="--dataset_options is not valid JSON"):
+        LoopArguments(dataset_builder="sppo_pairs", dataset_options="{skip_ties: false}")

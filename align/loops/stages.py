@@ -1,0 +1,257 @@
+"""The on-policy loop's stages: named, resumable steps that a method composes into an iteration.
+
+An iteration runs its stages in order; a stage whose name is in the iteration's manifest
+(``iteration-NN/manifest.json``, :mod:`align.loops.run`) is finished and skipped, so re-running the
+same command resumes at the first unfinished stage. A stage writes its files atomically and then
+records itself with :meth:`IterationFolder.finish` (main process); stages that only the main
+process runs (judging, building the dataset) end with a barrier so the others see their files.
+
+The built-in stages, in the order of :data:`DEFAULT_STAGES` (SPPO, iterative RPO):
+
+========================  ==========================================================================
+``evaluate_start``        greedy answers of π_0 to the held-out prompts (iteration 0 only)
+``benchmark_start``       the configured benchmark on π_0 (iteration 0 only)
+``generate``              K samples per prompt from π_t (``samples.jsonl``; resumable chunks)
+``judge``                 the judge's verdicts, scores, step scores, preferences (``judged.jsonl``)
+``dataset``               the named dataset builder's rows (``dataset.jsonl``)
+``train``                 π_{t+1} trained on them (``train/`` checkpoints, ``model/``)
+``evaluate``              greedy answers of π_{t+1} (``eval.json``)
+``benchmark``             the benchmark on π_{t+1}
+========================  ==========================================================================
+
+A method adds its own stage by subclassing :class:`Stage` (a ``name`` and a ``run``) and listing
+it, e.g. the implicit PRM's ``generate → judge → dataset → train → best_of_n``.
+"""
+
+from __future__ import annotations
+
+import gc
+import shutil
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from align.io import atomic_write_json, read_json, read_jsonl, write_jsonl
+from align.loops.run import IterationFolder, RunFolder
+
+if TYPE_CHECKING:
+    from align.loops.onpolicy import OnPolicyLoop
+
+__all__ = [
+    "DEFAULT_STAGES",
+    "Benchmark",
+    "BenchmarkStart",
+    "BuildDataset",
+    "Evaluate",
+    "EvaluateStart",
+    "Generate",
+    "IterationState",
+    "Judge",
+    "Stage",
+    "Train",
+]
+
+
+@dataclass
+class IterationState:
+    """What the stages of one iteration share: the loop, its folders, this iteration's prompts, the
+    tokenizer and judge, and the models, each loaded at most once."""
+
+    loop: OnPolicyLoop
+    run: RunFolder
+    it: IterationFolder
+    prompts: list[dict]
+    eval_rows: list[dict]
+    tokenizer: Any
+    judge: Any
+    trainer: Any = None  # the trainer of this iteration's ``train`` stage, when it ran in this process
+    _policy: Any = field(default=None, repr=False)
+    _trained: Any = field(default=None, repr=False)
+
+    @property
+    def t(self) -> int:
+        return self.it.index
+
+    @property
+    def main(self) -> bool:
+        return self.loop.main
+
+    def barrier(self) -> None:
+        self.loop.state.wait_for_everyone()
+
+    def policy(self):
+        """π_t, the model the iteration starts from."""
+        if self._policy is None:
+            self._policy = self.loop.load_policy(self.run, self.t)
+        return self._policy
+
+    def trained(self) -> tuple[Any, Any]:
+        """(π_{t+1}, its accelerator or None): the trainer's model when ``train`` ran here, else loaded."""
+        if self._trained is None:
+            if self.trainer is not None:
+                self._trained = (self.trainer.model_wrapped, self.trainer.accelerator)
+            else:
+                self._trained = (self.loop.load_policy(self.run, self.t + 1), None)
+        return self._trained
+
+    def release(self) -> None:
+        """Drop the models before the next iteration loads its own."""
+        self._policy = self._trained = self.trainer = None
+        gc.collect()
+
+
+class Stage:
+    """One named, resumable step of an iteration. Subclasses set ``name`` and implement ``run``,
+    which writes the stage's files and records it with ``state.it.finish(name, summary)``."""
+
+    name: ClassVar[str] = ""
+    first_iteration_only: ClassVar[bool] = False
+
+    def applies(self, state: IterationState) -> bool:
+        """Whether the stage belongs to this iteration of this run at all."""
+        return not self.first_iteration_only or state.t == 0
+
+    def done(self, state: IterationState) -> bool:
+        return state.it.done(self.name)
+
+    def run(self, state: IterationState) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class EvaluateStart(Stage):
+    name = "evaluate_start"
+    first_iteration_only = True
+
+    def applies(self, state: IterationState) -> bool:
+        return super().applies(state) and bool(state.eval_rows)
+
+    def run(self, state: IterationState) -> None:
+        result = state.loop.evaluate(state.policy(), state.tokenizer, state.judge, state.eval_rows)
+        if state.main:
+            atomic_write_json(state.it.path / "eval_start.json", result)
+            state.it.finish(self.name, {k: v for k, v in result.items() if k != "answers"})
+        state.barrier()
+
+
+class _BenchmarkStage(Stage):
+    def applies(self, state: IterationState) -> bool:
+        return super().applies(state) and state.loop.benchmark is not None
+
+    def done(self, state: IterationState) -> bool:
+        # a stage finished under other benchmark settings is run again
+        from align.loops.run import fingerprint
+
+        it = state.it
+        return it.done(self.name) and it.summary(self.name).get("settings") == fingerprint(
+            state.loop.benchmark.settings()
+        )
+
+
+class BenchmarkStart(_BenchmarkStage):
+    name = "benchmark_start"
+    first_iteration_only = True
+
+    def run(self, state: IterationState) -> None:
+        state.loop.run_benchmark(state.it, self.name, state.policy(), state.tokenizer)
+
+
+class Generate(Stage):
+    name = "generate"
+
+    def run(self, state: IterationState) -> None:
+        it = state.it
+        samples = state.loop.generate(it, state.policy(), state.tokenizer, state.prompts)
+        if state.main:
+            write_jsonl([{**p, "completions": s} for p, s in zip(state.prompts, samples)], it.samples)
+            it.finish(self.name, {"prompts": len(state.prompts), "samples": sum(map(len, samples))})
+            shutil.rmtree(it.chunks, ignore_errors=True)
+        state.barrier()
+
+
+class Judge(Stage):
+    name = "judge"
+
+    def run(self, state: IterationState) -> None:
+        it = state.it
+        if state.main:
+            rows = read_jsonl(it.samples)
+            prompts = [{k: v for k, v in r.items() if k != "completions"} for r in rows]
+            judged = state.loop.judge(state.judge, prompts, [r["completions"] for r in rows])
+            write_jsonl(judged, it.judged)
+            summary: dict[str, Any] = {"prompts": len(judged)}
+            if judged and "correct" in judged[0]:
+                flat = [c for r in judged for c in r["correct"]]
+                summary["sample_accuracy"] = sum(flat) / len(flat)
+            it.finish(self.name, summary)
+        state.barrier()
+
+
+class BuildDataset(Stage):
+    name = "dataset"
+
+    def run(self, state: IterationState) -> None:
+        it = state.it
+        if state.main:
+            rows, stats = state.loop.build_dataset(read_jsonl(it.judged))
+            if not rows:
+                raise RuntimeError(
+                    f"iteration {state.t}: the dataset builder {state.loop.builder_name!r} made no rows from "
+                    f"{it.judged} ({stats}); more samples or prompts needed"
+                )
+            write_jsonl(rows, it.dataset)
+            it.finish(self.name, {"builder": state.loop.builder_name, **stats})
+        state.barrier()
+
+
+class Train(Stage):
+    name = "train"
+
+    def run(self, state: IterationState) -> None:
+        state.trainer, metrics = state.loop.train(state.it, state.policy(), state.tokenizer, read_jsonl(state.it.dataset))
+        if state.main:
+            state.it.finish(self.name, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        state.barrier()
+
+
+class Evaluate(Stage):
+    name = "evaluate"
+
+    def applies(self, state: IterationState) -> bool:
+        return bool(state.eval_rows)
+
+    def run(self, state: IterationState) -> None:
+        from align.rewards import reward_kind
+
+        model, accelerator = state.trained()
+        start_file = state.run.iteration(0).path / "eval_start.json"
+        baseline = None
+        if start_file.exists() and reward_kind(state.judge) != "verifier":
+            baseline = read_json(start_file)["answers"]
+        result = state.loop.evaluate(model, state.tokenizer, state.judge, state.eval_rows, accelerator=accelerator,
+                                     baseline=baseline)  # fmt: skip
+        if state.main:
+            atomic_write_json(state.it.eval, result)
+            state.it.finish(self.name, {k: v for k, v in result.items() if k != "answers"})
+        state.barrier()
+
+
+class Benchmark(_BenchmarkStage):
+    name = "benchmark"
+
+    def run(self, state: IterationState) -> None:
+        model, accelerator = state.trained()
+        state.loop.run_benchmark(state.it, self.name, model, state.tokenizer, accelerator=accelerator)
+
+
+DEFAULT_STAGES: tuple[Stage, ...] = (
+    EvaluateStart(),
+    BenchmarkStart(),
+    Generate(),
+    Judge(),
+    BuildDataset(),
+    Train(),
+    Evaluate(),
+    Benchmark(),
+)
