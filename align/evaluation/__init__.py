@@ -1,9 +1,18 @@
-"""Benchmarks for a model under evaluation: GSM8K (:mod:`align.evaluation.gsm8k`) and AlpacaEval 2.0
-(:mod:`align.evaluation.alpaca_eval`), the shared model loading and resumable sharded sampling
+"""Benchmarks for a model under evaluation: GSM8K (:mod:`align.evaluation.gsm8k`), AlpacaEval 2.0
+(:mod:`align.evaluation.alpaca_eval`) and best-of-N with a process reward model
+(:mod:`align.evaluation.best_of_n`), the shared model loading and resumable sharded sampling
 (:mod:`align.evaluation.common`), and the hook that runs a benchmark during training
-(:mod:`align.evaluation.hook`). The command-line front ends are ``eval/gsm8k.py`` and
-``eval/alpaca_eval.py``."""
+(:mod:`align.evaluation.hook`). The command-line front ends are ``eval/gsm8k.py``,
+``eval/alpaca_eval.py`` and ``eval/best_of_n.py``."""
 
+from align.evaluation.best_of_n import (
+    BestOfNConfig,
+    Candidate,
+    best_of_n_accuracy,
+    run_best_of_n,
+    select,
+    step_error_detection,
+)
 from align.evaluation.common import (
     DEFAULT_MODEL,
     distributed_accelerator,
@@ -12,4 +21,16 @@ from align.evaluation.common import (
     load_eval_model,
 )
 
-__all__ = ["DEFAULT_MODEL", "distributed_accelerator", "generate_answers", "generator_name", "load_eval_model"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "BestOfNConfig",
+    "Candidate",
+    "best_of_n_accuracy",
+    "distributed_accelerator",
+    "generate_answers",
+    "generator_name",
+    "load_eval_model",
+    "run_best_of_n",
+    "select",
+    "step_error_detection",
+]
