@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +58,7 @@ class DPO(Objective):
     equals the reference (step 0), Δ = 0 and ℓ = ln 2.
     """
 
-    beta: float = 0.1
+    beta: float = field(default=0.1, metadata={"help": "DPO temperature β of the implicit reward β·Δ(y)."})
 
     def __post_init__(self) -> None:
         _check_positive(self, "beta")
@@ -86,7 +86,7 @@ class RPO(DPO):
     Defaults: β = 0.1, α = 1.0.
     """
 
-    alpha: float = 1.0
+    alpha: float = field(default=1.0, metadata={"help": "Weight α of the winner's per-token NLL (0: plain DPO)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 import torch
@@ -14,12 +14,20 @@ from align.objectives.base import (
     Objective,
     ObjectiveOutput,
     Requirements,
+    _check_non_negative,
     _check_positive,
     register_objective,
 )
 from align.objectives.dpo import DPO
 
-__all__ = ["ImplicitPRMCE", "ImplicitPRMDPO", "StepRewards", "aggregate_step_rewards", "process_rewards"]
+__all__ = [
+    "STEP_AGGREGATIONS",
+    "ImplicitPRMCE",
+    "ImplicitPRMDPO",
+    "StepRewards",
+    "aggregate_step_rewards",
+    "process_rewards",
+]
 
 
 @register_objective("implicit_prm_ce")
@@ -29,15 +37,27 @@ class ImplicitPRMCE(Objective):
     Labels", arXiv:2412.01981). Pointwise and unpaired: one completion with label l ∈ {0, 1}
     (final answer correct) and the outcome reward r_θ(y) = β·Δ(y):
 
-        ℓ = −[ l·log σ(r_θ(y)) + (1 − l)·log(1 − σ(r_θ(y))) ]
+        ℓ = −[ l·log σ(r_θ(y)) + (1 − l)·log(1 − σ(r_θ(y))) ] + w · l · (−log π_θ(y|x) / |y|)
 
-    Default β = 0.05 (the official training value).
+    The second term, off by default (w = ``nll_weight`` = 0), is the optional NLL term of the
+    official training code: the per-token mean NLL of correct completions (l = 1; an incorrect one
+    adds nothing), averaged with the other examples' losses by the trainer. Default β = 0.05 (the
+    official training value).
+
+    Metrics: ``rewards/accuracies`` is 1 when the outcome reward has the label's sign (r > 0 for a
+    correct completion, r < 0 for an incorrect one, so r = 0 counts as wrong for both) and NaN
+    ("does not apply") for a fractional label; ``rewards/correct`` / ``rewards/incorrect`` are r of
+    each kind (NaN for the other), ``nll`` the correct completions' per-token NLL.
     """
 
-    beta: float = 0.05
+    beta: float = field(default=0.05, metadata={"help": "β of the outcome reward r = β·Δ(y); official: 0.05."})
+    nll_weight: float = field(
+        default=0.0, metadata={"help": "Weight w of the correct completions' per-token NLL added to the loss (0: off)."}
+    )
 
     def __post_init__(self) -> None:
         _check_positive(self, "beta")
+        _check_non_negative(self, "nll_weight")
 
     @property
     def requirements(self) -> Requirements:
@@ -46,11 +66,20 @@ class ImplicitPRMCE(Objective):
     def compute(self, batch: CompletionGroups) -> ObjectiveOutput:
         reward = self.beta * batch.logratios()[:, 0]
         label = batch.get("labels")[:, 0].to(reward.dtype)
-        loss = F.binary_cross_entropy_with_logits(reward, label, reduction="none")
+        bce = F.binary_cross_entropy_with_logits(reward, label, reduction="none")
+        nll = -batch.policy_logps_mean()[:, 0]
+        loss = bce + self.nll_weight * label * nll
+        correct, incorrect = label == 1, label == 0
+        nan = torch.full_like(reward, float("nan"))
+        right_sign = torch.where(correct, reward > 0, reward < 0).to(reward.dtype)
         metrics = {
             "rewards/mean": reward,
-            "rewards/accuracies": ((reward > 0).to(reward.dtype) == label).to(reward.dtype),
+            "rewards/accuracies": right_sign.where(correct | incorrect, nan),
+            "rewards/correct": reward.where(correct, nan),
+            "rewards/incorrect": reward.where(incorrect, nan),
             "logps/mean": batch.policy_logps_mean()[:, 0],
+            "bce": bce,
+            "nll": nll.where(correct, nan),
         }
         return ObjectiveOutput(loss, metrics)
 
@@ -61,7 +90,7 @@ class ImplicitPRMDPO(DPO):
     """Implicit PRM, DPO variant: DPO with r_θ = β·Δ over (correct, incorrect) pairs of the same
     prompt (prompts whose samples are all correct or all wrong give no pair). Default β = 0.05."""
 
-    beta: float = 0.05
+    beta: float = field(default=0.05, metadata={"help": "β of the outcome reward r = β·Δ(y); official: 0.05."})
 
 
 class StepRewards(NamedTuple):
@@ -113,10 +142,20 @@ def process_rewards(
     return StepRewards(rewards, torch.cumsum(rewards, dim=1), step_mask)
 
 
-def aggregate_step_rewards(steps: StepRewards, how: Literal["min", "sum", "min_q", "last_q"] = "min") -> torch.Tensor:
-    """(N,) one score per completion for best-of-N reranking: the minimum or the sum of its step
-    rewards, or the minimum or final value of its running Q. With every completion token inside a
-    step, ``sum`` and ``last_q`` equal the outcome reward β·Δ(y)."""
+# The aggregations aggregate_step_rewards knows ("last" is "last_q" under the name the scorer uses).
+STEP_AGGREGATIONS = ("min", "sum", "mean", "last", "min_q", "last_q")
+
+
+def aggregate_step_rewards(
+    steps: StepRewards, how: Literal["min", "sum", "mean", "last", "min_q", "last_q"] = "min"
+) -> torch.Tensor:
+    """(N,) one score per completion for best-of-N reranking, over its S_n existing steps:
+
+        min = min_t r_t    sum = Σ_t r_t    mean = (1/S_n) Σ_t r_t    min_q = min_t q_t    last = last_q = q_{S_n}
+
+    ``min`` is the official evaluation's default. With every completion token inside a step,
+    ``sum`` and ``last`` equal the outcome reward β·Δ(y). Example: r = [2, 2.5, −3] (q = [2, 4.5,
+    1.5]) → min −3, sum 1.5, mean 0.5, min_q 1.5, last 1.5."""
     mask = steps.step_mask
     if not mask.any(dim=1).all():
         raise ValueError("a completion has no step to aggregate")
@@ -124,9 +163,11 @@ def aggregate_step_rewards(steps: StepRewards, how: Literal["min", "sum", "min_q
         return steps.rewards.masked_fill(~mask, float("inf")).min(dim=1).values
     if how == "sum":
         return (steps.rewards * mask).sum(dim=1)
+    if how == "mean":
+        return (steps.rewards * mask).sum(dim=1) / mask.sum(dim=1)
     if how == "min_q":
         return steps.q_values.masked_fill(~mask, float("inf")).min(dim=1).values
-    if how == "last_q":
+    if how in ("last", "last_q"):
         last = (mask.long() * torch.arange(mask.shape[1], device=mask.device)).argmax(dim=1, keepdim=True)
         return steps.q_values.gather(1, last).squeeze(1)
-    raise ValueError(f"unknown aggregation {how!r}; use 'min', 'sum', 'min_q' or 'last_q'")
+    raise ValueError(f"unknown aggregation {how!r}; use one of {', '.join(map(repr, STEP_AGGREGATIONS))}")

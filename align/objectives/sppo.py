@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -46,7 +46,7 @@ class SPPO(Objective):
     default β), the clipped gradients are equal and so are the steps, for any optimizer.
     """
 
-    beta: float = 0.001
+    beta: float = field(default=0.001, metadata={"help": "β (η = 1/β); the paper: 0.001."})
 
     def __post_init__(self) -> None:
         _check_positive(self, "beta")

@@ -20,7 +20,9 @@ from align.objectives import (
     aggregate_step_rewards,
     get_objective,
     process_rewards,
+    reduce_metrics,
 )
+from align.objectives.implicit_prm import STEP_AGGREGATIONS
 
 F64 = torch.float64
 NAN = float("nan")
@@ -330,10 +332,13 @@ def _two_rows() -> StepRewards:
         ("min", (-3.0, 1.0)),
         # row 0: 2 + 2.5 − 3 = 1.5;  row 1: 1 + 3.5 = 4.5
         ("sum", (1.5, 4.5)),
+        # row 0: (2 + 2.5 − 3)/3 = 0.5;  row 1: (1 + 3.5)/2 = 2.25 (the missing step is not counted)
+        ("mean", (0.5, 2.25)),
         # row 0: min(2, 4.5, 1.5) = 1.5;  row 1: min(1, 4.5) = 1
         ("min_q", (1.5, 1.0)),
         # row 0: q at step 2 = 1.5;  row 1: q at its last step (1) = 4.5
         ("last_q", (1.5, 4.5)),
+        ("last", (1.5, 4.5)),  # the scorer's name for last_q
     ],
 )
 def test_aggregate_step_rewards_hand_computed(how, expected):
@@ -385,10 +390,85 @@ def test_aggregate_row_without_steps_rejected():
 
 
 def test_aggregate_unknown_method_rejected():
-    with pytest.raises(ValueError, match="unknown aggregation"):
-        aggregate_step_rewards(_two_rows(), "mean")
+    with pytest.raises(ValueError, match=r"unknown aggregation 'bogus'; use one of 'min', 'sum', 'mean', 'last'"):
+        aggregate_step_rewards(_two_rows(), "bogus")
+
+
+def test_every_listed_aggregation_is_known():
+    for how in STEP_AGGREGATIONS:
+        assert aggregate_step_rewards(_two_rows(), how).shape == (2,)
+
+
+def test_step_rewards_and_running_q_values_on_random_tokens():
+    """Random log-ratios, steps of random lengths (ids non-decreasing from 0): q_t = Σ_{s ≤ t} r_s for
+    every t, and each r_t is β times its own tokens' log-ratios, summed by hand."""
+    g = torch.Generator().manual_seed(1)
+    policy = -torch.rand(4, 10, generator=g, dtype=F64) * 3
+    ref = -torch.rand(4, 10, generator=g, dtype=F64) * 3
+    ids = torch.cumsum(torch.rand(4, 10, generator=g) < 0.4, dim=1).long()
+    steps = process_rewards(policy, ref, ids, beta=0.3)
+    for n in range(4):
+        for step in range(int(ids[n].max()) + 1):
+            tokens = ids[n] == step
+            expected = 0.3 * float((policy[n][tokens] - ref[n][tokens]).sum())
+            assert steps.rewards[n, step].item() == pytest.approx(expected, abs=1e-12)
+            assert steps.q_values[n, step].item() == pytest.approx(float(steps.rewards[n, : step + 1].sum()), abs=1e-12)
+
+
+def test_tokens_outside_every_step_leave_the_steps_but_not_the_outcome():
+    """Log-ratios [1, 2, 0.5, 4] with step ids [0, 0, 1, −1] (the last token: a final answer line,
+    in no step), β = 1: r = [3, 0.5], q = [3, 3.5]; the outcome Σ = 7.5 exceeds Σ_t r_t = 3.5 by the
+    outside token's 4."""
+    policy, ref, ids = _tokens([[1.0, 2.0, 0.5, 4.0]], [[0, 0, 1, -1]])
+    steps = process_rewards(policy, ref, ids, beta=1.0)
+    torch.testing.assert_close(steps.rewards, rows([[3.0, 0.5]]))
+    torch.testing.assert_close(steps.q_values, rows([[3.0, 3.5]]))
+    outcome = (policy - ref).sum(-1)
+    torch.testing.assert_close(outcome, t(7.5))
+    torch.testing.assert_close(outcome - aggregate_step_rewards(steps, "last"), t(4.0))
 
 
 def test_exports_are_the_registered_classes():
     assert isinstance(get_objective("implicit_prm_ce"), ImplicitPRMCE)
     assert isinstance(get_objective("implicit_prm_dpo"), ImplicitPRMDPO)
+
+
+# -- CE variant: the optional NLL term and the metrics -----------------------------------------------------
+
+
+def test_ce_nll_weight_hand_computed():
+    """β = 0.5, Δ = −3 − (−5) = 2 → r = 1 for both; |y| = 4 (correct) and 2 (incorrect), w = 2.
+    correct:   ℓ = ln(1 + e^−1) + 2 · 3/4 = 0.313262 + 1.5 = 1.813262
+    incorrect: ℓ = ln(1 + e) = 1.313262 (no NLL term for an incorrect completion)
+    ∂ℓ/∂ log π_θ: correct 0.5(σ(1) − 1) − 2/4 = −0.134471 − 0.5 = −0.634471;
+    incorrect 0.5 σ(1) = 0.365529."""
+    policy = t(-3.0, -3.0, requires_grad=True)
+    batch = single(policy, t(-5.0, -5.0), labels=[1.0, 0.0], counts=[4, 2])
+    out = get_objective("implicit_prm_ce", beta=0.5, nll_weight=2.0)(batch)
+    assert softplus(-1.0) + 1.5 == pytest.approx(1.813262, abs=1e-6)
+    torch.testing.assert_close(out.loss, t(softplus(-1.0) + 1.5, softplus(1.0)))
+    torch.testing.assert_close(out.metrics["bce"], t(softplus(-1.0), softplus(1.0)))
+    torch.testing.assert_close(out.metrics["nll"], t(0.75, NAN), equal_nan=True)
+    out.loss.sum().backward()
+    torch.testing.assert_close(policy.grad, t(-0.5 / (1.0 + math.e) - 0.5, 0.5 / (1.0 + math.exp(-1.0))))
+    assert policy.grad[0].item() == pytest.approx(-0.634471, abs=1e-6)
+    # w = 0 (the default) is the plain CE loss
+    plain = get_objective("implicit_prm_ce", beta=0.5)(
+        single([-3.0, -3.0], [-5.0, -5.0], labels=[1.0, 0.0], counts=[4, 2])
+    )
+    torch.testing.assert_close(plain.loss, t(softplus(-1.0), softplus(1.0)))
+    with pytest.raises(ValueError, match="nll_weight"):
+        get_objective("implicit_prm_ce", nll_weight=-1.0)
+
+
+def test_ce_accuracy_needs_the_labels_sign_and_skips_fractional_labels():
+    """β = 1, r = Δ = [2, −1, 0, 0, 3] with labels [1, 1, 1, 0, 0.5]: right sign [1, 0], r = 0 is on
+    the wrong side for either label [0, 0], and a fractional label has no accuracy (NaN, skipped
+    when reduced); rewards/correct and rewards/incorrect hold r of each kind."""
+    out = get_objective("implicit_prm_ce", beta=1.0)(
+        single([2.0, -1.0, -4.0, -4.0, 3.0], [0.0, 0.0, -4.0, -4.0, 0.0], labels=[1.0, 1.0, 1.0, 0.0, 0.5])
+    )
+    torch.testing.assert_close(out.metrics["rewards/accuracies"], t(1.0, 0.0, 0.0, 0.0, NAN), equal_nan=True)
+    torch.testing.assert_close(out.metrics["rewards/correct"], t(2.0, -1.0, 0.0, NAN, NAN), equal_nan=True)
+    torch.testing.assert_close(out.metrics["rewards/incorrect"], t(NAN, NAN, NAN, 0.0, NAN), equal_nan=True)
+    assert reduce_metrics(out.metrics)["rewards/accuracies"] == pytest.approx(0.25)
