@@ -1,7 +1,8 @@
-"""Reward plug-ins: pairwise judges, reward models and verifiers, chosen by a string in the config.
+"""Reward plug-ins: pairwise judges, reward models, process reward models and verifiers, chosen by a string.
 
 ``load_reward("gsm8k_verifier")``, ``load_reward("hf_reward_model:path/or/hub-id", batch_size=16)``,
-``load_reward("openai_judge", model="gpt-4o-mini")``, ``load_reward("my_pkg.judges:MyJudge")``.
+``load_reward("openai_judge", model="gpt-4o-mini")``, ``load_reward("implicit_prm:path/to/prm", aggregate="min")``,
+``load_reward("my_pkg.judges:MyJudge")``.
 Judge groups of completions with :func:`score_groups` (scores → preferences → win rates, shared
 by SPPO, HAEPO, best-of-N and evaluation). Importing this package registers the built-ins; it
 imports neither torch nor transformers (the HF reward model does, when built).
@@ -28,6 +29,7 @@ from align.rewards.base import (
 )
 from align.rewards.gsm8k import GSM8KVerifier, extract_answer, normalize_number
 from align.rewards.hf import HFRewardModel
+from align.rewards.implicit_prm import ImplicitPRM, aggregate_steps, score_steps_sharded
 from align.rewards.lm_judge import LMJudge
 from align.rewards.openai_judge import OpenAIJudge
 from align.rewards.preferences import (
@@ -48,6 +50,7 @@ __all__ = [
     "GSM8KVerifier",
     "GroupJudgement",
     "HFRewardModel",
+    "ImplicitPRM",
     "LMJudge",
     "Message",
     "OpenAIJudge",
@@ -61,6 +64,7 @@ __all__ = [
     "StepScores",
     "Verifier",
     "VerifierReward",
+    "aggregate_steps",
     "available_rewards",
     "checked_pair_probs",
     "checked_scores",
@@ -79,5 +83,6 @@ __all__ = [
     "returns_from_scores",
     "reward_kind",
     "score_groups",
+    "score_steps_sharded",
     "win_rates",
 ]
