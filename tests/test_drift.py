@@ -187,3 +187,69 @@ def test_resumed_run_keeps_the_step0_baseline(tiny_model_dir, tmp_path):
     assert [r["step"] for r in resumed] == [0, 1, 2, 3, 4]
     assert resumed[0] == full[0]
     assert resumed[-1]["chosen_change"] == pytest.approx(full[-1]["chosen_change"], abs=1e-4)
+
+
+# -- single completions with 0/1 labels (the implicit PRM's CE data) --------------------------------------
+
+
+def test_labelled_completions_give_probe_pairs_held_back_by_prompt(tiny_model_dir, tmp_path):
+    """Six prompts, a correct and an incorrect completion each, no eval set: the last two prompts
+    become the probes (correct as chosen, incorrect as rejected) and all four of their rows leave
+    training; the step-0 and final measurements equal a separate recomputation of those pairs."""
+    from align.trainers import ImplicitPRMConfig, ImplicitPRMTrainer
+    from tests.trainers.test_implicit_prm import labelled_dataset
+
+    model, tok = load(tiny_model_dir)
+    data = labelled_dataset(6)
+    singles, _ = prepare_preference_dataset(data, tok, kind="single", max_length=128)
+    drift = LikelihoodDriftCallback(num_probes=2, eval_steps=1, entanglement_every=0)
+    args = ImplicitPRMConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=2,
+                             learning_rate=1e-2, logging_steps=1, save_strategy="no", report_to="none", max_length=128,
+                             disable_tqdm=True)  # fmt: skip
+    trainer = ImplicitPRMTrainer(model, args, data, None, tok, callbacks=[drift])
+    completions = singles["completion_ids"]
+    assert drift.probes["completion_ids"] == [[completions[i][0], completions[i + 1][0]] for i in (8, 10)]
+    assert trainer.train_dataset["completion_ids"] == singles.select(range(8))["completion_ids"]
+
+    def pair_logps():
+        with torch.no_grad():
+            batch = PreferenceCollator(tok.pad_token_id, padding_free=False)(list(singles.select(range(8, 12))))
+            logps = completion_logps(trainer.model, batch)["logps_sum"].double()
+        return logps[0::2].mean().item(), logps[1::2].mean().item()  # correct, incorrect
+
+    before = pair_logps()
+    trainer.train()
+    records = [json.loads(line) for line in (tmp_path / "out" / "likelihood_drift.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 1, 2]
+    after = pair_logps()
+    assert (records[0]["chosen_logps"], records[0]["rejected_logps"]) == pytest.approx(before, abs=1e-4)
+    assert (records[-1]["chosen_logps"], records[-1]["rejected_logps"]) == pytest.approx(after, abs=1e-4)
+    assert records[-1]["chosen_change"] != 0.0
+
+
+def test_labelled_probe_sources(tiny_model_dir, tmp_path, caplog):
+    """A labelled eval set gives the probes (training keeps every row); more probes asked than
+    prompts hold back all but the first prompt; a given probe set without a pair is an error; a
+    fractional label (no correct/incorrect split) is a warning and no measurement."""
+    from align.trainers import ImplicitPRMConfig, ImplicitPRMTrainer
+    from tests.trainers.test_implicit_prm import labelled_dataset
+
+    model, tok = load(tiny_model_dir)
+    args = ImplicitPRMConfig(output_dir=str(tmp_path / "out"), max_length=128, report_to="none", disable_tqdm=True)
+
+    def bound(train, evaluation=None, **options):
+        drift = LikelihoodDriftCallback(**options)
+        trainer = ImplicitPRMTrainer(model, args, train, evaluation, tok, callbacks=[drift])
+        return drift, trainer
+
+    drift, trainer = bound(labelled_dataset(4), labelled_dataset(3), num_probes=8)
+    assert len(drift.probes) == 3 and len(trainer.train_dataset) == 8
+    drift, trainer = bound(labelled_dataset(4), num_probes=8)
+    assert len(drift.probes) == 3 and len(trainer.train_dataset) == 2
+    with pytest.raises(ValueError, match="the probe dataset holds no"):
+        bound(labelled_dataset(4), probe_dataset=labelled_dataset(4, one_per_prompt=True))
+    soft = labelled_dataset(2).map(lambda row, i: {"label": 0.5 if i == 3 else row["label"]}, with_indices=True)
+    with caplog.at_level("WARNING", logger="align.callbacks.drift"):
+        drift, trainer = bound(soft)
+    assert drift.probes is None and "likelihood drift: not measured: train: row 3: field 'labels'" in caplog.text
+    assert len(trainer.train_dataset) == 4

@@ -12,7 +12,9 @@ from transformers import TrainerCallback
 
 from align.callbacks.measure import PairMeasurement, drift_metrics, gradient_cosine, measure_pairs
 from align.callbacks.plot import plot_drift
-from align.data import write_jsonl, write_text_atomic
+from align.data import DataValidationError, write_jsonl, write_text_atomic
+from align.trainers.base import tokenize_for_training
+from align.trainers.implicit_prm import labelled_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +28,13 @@ class LikelihoodDriftCallback(TrainerCallback):
 
     Probes: ``probe_dataset`` (any pair dataset the trainers accept, raw or tokenized), else the
     first ``num_probes`` pairs of the trainer's eval dataset, else ``num_probes`` pairs held back
-    from the training set (removed from it before training starts). Each measurement is
+    from the training set (removed from it before training starts). Single completions with 0/1
+    ``labels`` (the implicit PRM's CE data) give probe pairs too: per prompt, its first correct
+    completion as "chosen" and its first incorrect one as "rejected"; held back from training,
+    every row of a probe's prompt leaves the training set (at least one row stays). When no prompt
+    has both a correct and an incorrect completion (e.g. one completion per prompt), a warning
+    says so and nothing is measured; a given ``probe_dataset`` without a pair is an error. Each
+    measurement is
 
     - logged through the Trainer as ``drift/<metric>`` (so every ``report_to`` integration gets it),
     - appended to ``<output_dir>/likelihood_drift.jsonl`` (rewritten atomically each time),
@@ -82,25 +90,66 @@ class LikelihoodDriftCallback(TrainerCallback):
         """Attach to a PreferenceTrainer (called by the trainer when the callback is added) and
         pick the probe set now, before any training data is consumed."""
         self.trainer = trainer
-        if self.probe_dataset is not None:
-            probes = trainer._prepare(self.probe_dataset, "probe", "pair", trainer.processing_class, trainer.args)
-            source = "the given probe dataset"
-        elif trainer.eval_dataset is not None and not isinstance(trainer.eval_dataset, dict) and _is_pair(trainer.eval_dataset):
-            probes, source = trainer.eval_dataset, "the eval dataset"
-        elif trainer.train_dataset is not None and _is_pair(trainer.train_dataset):
-            train = trainer.train_dataset
-            if len(train) <= self.num_probes:
-                raise ValueError(f"LikelihoodDriftCallback: cannot hold {self.num_probes} probe pairs back from a training set of {len(train)}")
-            held = len(train) - self.num_probes
-            probes, trainer.train_dataset = train.select(range(held, len(train))), train.select(range(held))
-            source = "pairs held back from the training set"
-        else:
-            raise ValueError(
-                "LikelihoodDriftCallback needs preference pairs to probe: pass probe_dataset=..., or give the "
-                "trainer a pair eval dataset or pair training data"
+        self.probes = None
+        evaluation = trainer.eval_dataset if not isinstance(trainer.eval_dataset, dict) else None
+        try:
+            if self.probe_dataset is not None:
+                tokenizer = trainer.processing_class
+                data = tokenize_for_training(self.probe_dataset, "probe", None, (), tokenizer, trainer.args)
+                probes, source = _probe_pairs(data), "the given probe dataset"
+                if not probes:
+                    raise ValueError(
+                        "LikelihoodDriftCallback: the probe dataset holds no (chosen, rejected) pair: give pairs, or "
+                        "single completions with 0/1 labels where some prompt has a correct and an incorrect one"
+                    )
+            elif probes := _probe_pairs(evaluation):
+                source = "the eval dataset"
+            elif trainer.train_dataset is not None and _is_pair(trainer.train_dataset):
+                train = trainer.train_dataset
+                if len(train) <= self.num_probes:
+                    raise ValueError(f"LikelihoodDriftCallback: cannot hold {self.num_probes} probe pairs back from a training set of {len(train)}")
+                held = len(train) - self.num_probes
+                probes, trainer.train_dataset = train.select(range(held, len(train))), train.select(range(held))
+                source = "pairs held back from the training set"
+            elif trainer.train_dataset is not None and _is_labelled_single(trainer.train_dataset):
+                probes, trainer.train_dataset = self._hold_back_labelled(trainer.train_dataset)
+                source = "correct/incorrect completions of prompts held back from the training set"
+            else:
+                raise ValueError(
+                    "LikelihoodDriftCallback needs preference pairs to probe: pass probe_dataset=..., or give the "
+                    "trainer a pair eval dataset or pair training data (or single completions with 0/1 labels)"
+                )
+        except DataValidationError as err:  # e.g. a fractional label: no pair to build, but training can go on
+            if self.probe_dataset is not None:
+                raise
+            logger.warning("likelihood drift: not measured: %s", err)
+            return
+        if not probes:
+            logger.warning(
+                "likelihood drift: not measured: no prompt of the eval or training data has both a correct and an "
+                "incorrect completion (one completion per prompt?), so there is no (chosen, rejected) probe pair; give "
+                "probe pairs with --eval_dataset or LikelihoodDriftCallback(probe_dataset=...), or --drift false"
             )
+            return
         self.probes = probes.select(range(min(self.num_probes, len(probes))))
         logger.info("likelihood drift: %d probe pairs from %s", len(self.probes), source)
+
+    def _hold_back_labelled(self, train):
+        """(probe pairs, training rows left): one (correct, incorrect) pair from each of the last
+        ``num_probes`` prompts that have both, all of those prompts' rows removed from training;
+        fewer prompts when that would leave no training row. (None, train) when no prompt has both."""
+        pairs, _ = labelled_pairs(train, pairs_per_prompt=1, name="train")
+        prompts = [tuple(p) for p in train["prompt_ids"]]
+        for n in range(min(self.num_probes, len(pairs)), 0, -1):
+            probes = pairs.select(range(len(pairs) - n, len(pairs)))
+            held = {tuple(p) for p in probes["prompt_ids"]}
+            keep = [i for i, p in enumerate(prompts) if p not in held]
+            if keep:
+                if n < self.num_probes:
+                    logger.info("likelihood drift: %d probe prompts, not %d, so that training rows remain",
+                                n, self.num_probes)  # fmt: skip
+                return probes, train.select(keep)
+        return None, train
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -118,6 +167,8 @@ class LikelihoodDriftCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if self.trainer is None:
             raise RuntimeError("LikelihoodDriftCallback is not bound: add it with PreferenceTrainer(callbacks=[...]) or trainer.add_callback")
+        if self.probes is None:  # no probe pair (warned when bound)
+            return
         paths = self.paths
         if state.global_step > 0 and paths["probe"].exists():  # resumed: keep the original step 0
             saved = json.loads(paths["probe"].read_text())
@@ -135,10 +186,14 @@ class LikelihoodDriftCallback(TrainerCallback):
         # The last step is measured here (DefaultFlowCallback, always first, has set
         # should_training_stop): in on_train_end the report_to integrations have already closed
         # their runs (TensorBoard reopens a writer, MLflow starts a new run, Trackio a new init).
+        if self.probes is None:
+            return
         if state.global_step % self.interval(args, state) == 0 or control.should_training_stop:
             self.measure(state)
 
     def on_train_end(self, args, state, control, **kwargs):
+        if self.probes is None:
+            return
         # a fallback, for a stop decided after the step's callbacks (early stopping at an evaluation)
         if not self.records or self.records[-1]["step"] != state.global_step:
             self.measure(state)
@@ -196,4 +251,22 @@ class LikelihoodDriftCallback(TrainerCallback):
 
 def _is_pair(dataset) -> bool:
     return "completion_ids" in dataset.column_names and all(len(c) == 2 for c in dataset[: min(len(dataset), 64)]["completion_ids"])
+
+
+def _is_labelled_single(dataset) -> bool:
+    if not {"completion_ids", "labels"} <= set(dataset.column_names):
+        return False
+    return all(len(c) == 1 for c in dataset[: min(len(dataset), 64)]["completion_ids"])
+
+
+def _probe_pairs(dataset):
+    """Tokenized pairs as they are; labelled single completions as one (correct, incorrect) pair
+    per prompt that has both (possibly none); None for anything else (no dataset, lists)."""
+    if dataset is None:
+        return None
+    if _is_pair(dataset):
+        return dataset
+    if _is_labelled_single(dataset):
+        return labelled_pairs(dataset, pairs_per_prompt=1, name="probe")[0]
+    return None
 

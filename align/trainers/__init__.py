@@ -1,7 +1,20 @@
 """Trainers: ``PreferenceTrainer`` owns the forward pass; one thin subclass per method."""
 
-from align.trainers.base import PreferenceConfig, PreferenceTrainer, completion_logps
+from align.trainers.base import PreferenceConfig, PreferenceTrainer, completion_logps, objective_fields
+from align.trainers.implicit_prm import ImplicitPRMConfig, ImplicitPRMTrainer, labelled_pairs
 from align.trainers.rpo import RPOConfig, RPOTrainer
 from align.trainers.sppo import SPPOConfig, SPPOTrainer
 
-__all__ = ["PreferenceConfig", "PreferenceTrainer", "RPOConfig", "RPOTrainer", "SPPOConfig", "SPPOTrainer", "completion_logps"]
+__all__ = [
+    "ImplicitPRMConfig",
+    "ImplicitPRMTrainer",
+    "PreferenceConfig",
+    "PreferenceTrainer",
+    "RPOConfig",
+    "RPOTrainer",
+    "SPPOConfig",
+    "SPPOTrainer",
+    "completion_logps",
+    "labelled_pairs",
+    "objective_fields",
+]

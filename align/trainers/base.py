@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import os
+import typing
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from accelerate.utils import broadcast_object_list
@@ -30,7 +33,8 @@ from align.objectives import CompletionGroups, Objective, get_objective, objecti
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PreferenceConfig", "PreferenceTrainer", "completion_logps"]  # completion_logps: from align.logps
+# completion_logps: re-exported from align.logps
+__all__ = ["PreferenceConfig", "PreferenceTrainer", "completion_logps", "objective_fields", "tokenize_for_training"]
 
 REFERENCE_STRATEGIES = ("auto", "model", "adapter", "precomputed", "none")
 # Per-completion and per-example columns the collator passes through to the objective's record
@@ -46,9 +50,14 @@ _FIELDS = tuple(f for f in (*PER_COMPLETION_FIELDS, *PER_EXAMPLE_FIELDS) if f !=
 class PreferenceConfig(TrainingArguments):
     """Training arguments shared by every preference method.
 
-    Method configs (e.g. ``RPOConfig``) add the objective's hyperparameters as fields named like the
-    objective's own (``beta``, ``alpha``, ...); the trainer passes every such field to the objective.
+    Method configs (e.g. ``RPOConfig``) get the objective's hyperparameters as fields named like the
+    objective's own (``beta``, ``alpha``, ...) from :func:`objective_fields`; the trainer passes
+    every such field to the objective. A field of another objective the config covers, set away
+    from its default, is refused (it would be ignored).
     """
+
+    # name → default of every field objective_fields added (set on each decorated config class)
+    objective_field_defaults: ClassVar[dict[str, Any]] = {}
 
     objective: str = field(default="dpo", metadata={"help": "Registered objective name (align.objectives)."})
     max_length: int | None = field(default=1024, metadata={"help": "Max prompt + completion tokens."})
@@ -118,11 +127,72 @@ class PreferenceConfig(TrainingArguments):
 
     def objective_hyperparameters(self, objective_cls: type[Objective]) -> dict[str, Any]:
         names = {f.name for f in fields(objective_cls)}
+        ignored = {
+            name: getattr(self, name)
+            for name, default in self.objective_field_defaults.items()
+            if name not in names and getattr(self, name) != default
+        }
+        if ignored:
+            raise ValueError(
+                f"{', '.join(f'{k}={v!r}' for k, v in ignored.items())}: not a hyperparameter of objective "
+                f"{self.objective!r} (it takes {sorted(names)})"
+            )
         return {name: getattr(self, name) for name in names if hasattr(self, name)}
 
     def build_objective(self) -> Objective:
         """The objective these arguments name, with the hyperparameters they carry."""
         return get_objective(self.objective, **self.objective_hyperparameters(objective_class(self.objective)))
+
+
+C = TypeVar("C", bound=type)
+
+
+def objective_fields(*objective_classes: type[Objective]) -> Callable[[C], C]:
+    """Class decorator for a method config, applied before ``@dataclass``: one config field per
+    hyperparameter of ``objective_classes``, with the objective's own name, type, default and help,
+    so each default lives in one place (the objective)::
+
+        @dataclass
+        @objective_fields(RPO)
+        class RPOConfig(PreferenceConfig):
+            objective: str = "rpo"
+
+    A field the config declares itself is kept (a deliberate override). Two objectives that share a
+    field must agree on its type and default; a field that clashes with a ``TrainingArguments`` or
+    ``PreferenceConfig`` field, or has no default, fails here, at import.
+    """
+
+    def decorator(cls: C) -> C:
+        own = dict(cls.__dict__.get("__annotations__", {}))
+        inherited = {f.name for base in cls.__mro__[1:] if dataclasses.is_dataclass(base) for f in fields(base)}
+        known = dict(getattr(cls, "objective_field_defaults", {}))
+        added: dict[str, tuple[Any, Any, dict]] = {}
+        for objective_cls in objective_classes:
+            hints = typing.get_type_hints(objective_cls)
+            for f in fields(objective_cls):
+                if not f.init:
+                    continue
+                if f.name in own:  # the config's own default; still checked when another objective is chosen
+                    value = cls.__dict__.get(f.name, dataclasses.MISSING)
+                    known[f.name] = value.default if isinstance(value, dataclasses.Field) else value
+                    continue
+                where = f"{cls.__name__}: {objective_cls.__name__}.{f.name}"
+                if f.name in inherited and f.name not in known:
+                    raise TypeError(f"{where} clashes with the inherited config field {f.name!r}")
+                if f.default is dataclasses.MISSING:
+                    raise TypeError(f"{where} has no plain default; a config field needs one")
+                spec = (hints[f.name], f.default, dict(f.metadata))
+                if f.name in added and added[f.name][:2] != spec[:2]:
+                    raise TypeError(f"{where}: {spec[:2]} disagrees with another objective's {added[f.name][:2]}")
+                added.setdefault(f.name, spec)
+        annotations = {**own, **{name: spec[0] for name, spec in added.items()}}
+        for name, (_, default, metadata) in added.items():
+            setattr(cls, name, field(default=default, metadata=metadata))
+        cls.__annotations__ = annotations
+        cls.objective_field_defaults = {**known, **{name: spec[1] for name, spec in added.items()}}
+        return cls
+
+    return decorator
 
 
 def _to_groups(values: torch.Tensor, group_mask: torch.Tensor) -> torch.Tensor:
@@ -173,7 +243,9 @@ class PreferenceTrainer(Trainer):
         self._needs_tokens = bool(set(req.token_values) & {"policy_token_logps", "ref_token_logps"})
 
         self.reference = self._resolve_reference(args, peft_config is not None or _is_peft(model), ref_model)
-        if self.reference == "model" and ref_model is None:
+        # A precomputed reference is computed from ref_model_name_or_path too, when one is named.
+        named = self.reference == "precomputed" and args.ref_model_name_or_path
+        if ref_model is None and (self.reference == "model" or named):
             ref_model = (
                 AutoModelForCausalLM.from_pretrained(args.ref_model_name_or_path, dtype=model.dtype)
                 if args.ref_model_name_or_path
@@ -208,13 +280,14 @@ class PreferenceTrainer(Trainer):
             set_seed(args.seed)
             model = get_peft_model(model, peft_config)
 
-        kind = req.group.value  # "single" | "pair" | "list", the data layer's kinds
         with args.main_process_first(desc="preparing datasets"):
-            train_dataset = self._prepare(train_dataset, "train", kind, processing_class, args)
+            train_dataset = self.prepare_dataset(train_dataset, processing_class, args, name="train")
             if isinstance(eval_dataset, dict):
-                eval_dataset = {k: self._prepare(v, f"eval/{k}", kind, processing_class, args) for k, v in eval_dataset.items()}
+                eval_dataset = {
+                    k: self.prepare_dataset(v, processing_class, args, name=f"eval/{k}") for k, v in eval_dataset.items()
+                }
             else:
-                eval_dataset = self._prepare(eval_dataset, "eval", kind, processing_class, args)
+                eval_dataset = self.prepare_dataset(eval_dataset, processing_class, args, name="eval")
 
         self._metrics: dict[str, dict[str, list[torch.Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         super().__init__(
@@ -323,17 +396,16 @@ class PreferenceTrainer(Trainer):
             raise ValueError(f"objective {self.objective.name!r} needs per-token reference log-probs; use reference='model'")
         return choice
 
-    def _prepare(self, dataset, name: str, kind: str, tokenizer, args: PreferenceConfig):
-        return _prepare_dataset(dataset, name, kind, self.objective, tokenizer, args)
-
     @classmethod
-    def prepare_dataset(cls, dataset, tokenizer, args: PreferenceConfig, name: str = "train") -> Dataset:
+    def prepare_dataset(cls, dataset, tokenizer, args: PreferenceConfig, name: str = "train") -> Dataset | None:
         """Validate and tokenize ``dataset`` for ``args``' objective exactly as the trainer will, but
         without a model: a recipe calls this before loading weights, so every data error (a bad
         row, a chat-template mismatch, an overlong prompt) comes first; the trainer then only
-        checks the tokenized result."""
+        checks the tokenized result. The trainer prepares its own datasets with it too, so a
+        method that reshapes its data (e.g. pairs built from labelled completions) overrides this."""
         objective = args.build_objective()
-        return _prepare_dataset(dataset, name, objective.requirements.group.value, objective, tokenizer, args)
+        required = [f for f in objective.requirements.fields if f in _FIELDS]
+        return tokenize_for_training(dataset, name, objective.requirements.group.value, required, tokenizer, args)
 
     @classmethod
     def data_kind(cls, args: PreferenceConfig) -> str:
@@ -465,14 +537,19 @@ class PreferenceTrainer(Trainer):
         return {name: (s / c).item() for name, s, c in zip(names, sums, counts) if c > 0}
 
 
-def _prepare_dataset(dataset, name: str, kind: str, objective: Objective, tokenizer, args: PreferenceConfig):
+def tokenize_for_training(
+    dataset, name: str, kind: str | None, required: Sequence[str], tokenizer, args: PreferenceConfig
+) -> Dataset | None:
+    """:func:`align.data.prepare_preference_dataset` with ``args``' lengths and data policies
+    (``kind``: "pair" | "list" | "single", None for whatever the columns say; ``required``: the
+    per-completion fields the rows must carry). None stays None."""
     if dataset is None:
         return None
     dataset, stats = prepare_preference_dataset(
         dataset,
         tokenizer,
         kind=kind,
-        required_fields=[f for f in objective.requirements.fields if f in _FIELDS],
+        required_fields=required,
         max_length=args.max_length,
         max_prompt_length=args.max_prompt_length,
         overlong=args.overlong,

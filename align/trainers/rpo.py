@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from align.trainers.base import PreferenceConfig, PreferenceTrainer
+from align.objectives import RPO
+from align.trainers.base import PreferenceConfig, PreferenceTrainer, objective_fields
 
 __all__ = ["RPOConfig", "RPOTrainer"]
 
 
 @dataclass
+@objective_fields(RPO)
 class RPOConfig(PreferenceConfig):
     """``PreferenceConfig`` for :class:`align.objectives.RPO`:
-    ℓ = −log σ(β·(Δ(y_w) − Δ(y_l))) + α · (−log π_θ(y_w|x) / |y_w|)."""
+    ℓ = −log σ(β·(Δ(y_w) − Δ(y_l))) + α · (−log π_θ(y_w|x) / |y_w|); ``beta`` and ``alpha`` (and
+    their defaults, β = 0.1, α = 1) come from the objective."""
 
     objective: str = "rpo"
-    beta: float = field(default=0.1, metadata={"help": "DPO temperature β."})
-    alpha: float = field(default=1.0, metadata={"help": "Weight α of the winner's per-token NLL (0: plain DPO)."})
 
 
 class RPOTrainer(PreferenceTrainer):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from align.trainers.base import PreferenceConfig, PreferenceTrainer
+from align.objectives import SPPO, SPPOHard, SPPOSingle
+from align.trainers.base import PreferenceConfig, PreferenceTrainer, objective_fields
 
 __all__ = ["SPPOConfig", "SPPOTrainer"]
 
@@ -12,8 +13,10 @@ SPPO_OBJECTIVES = ("sppo", "sppo_single", "sppo_hard")
 
 
 @dataclass
+@objective_fields(SPPO, SPPOSingle, SPPOHard)
 class SPPOConfig(PreferenceConfig):
-    """``PreferenceConfig`` for :class:`align.objectives.SPPO` and its variants (η = 1/β, Δ = log π_θ − log π_t):
+    """``PreferenceConfig`` for :class:`align.objectives.SPPO` and its variants (η = 1/β, Δ = log π_θ − log π_t;
+    ``beta`` and its default, the paper's 0.001, come from the objective):
 
     - ``sppo`` (the paper's): (Δ(y_w) − η(P̂_w − ½))² + (Δ(y_l) − η(P̂_l − ½))², needs ``win_rates``
     - ``sppo_single``: (Δ(y_w) − η(p − ½))² + (Δ(y_l) + η(p − ½))², needs ``pair_prob``
@@ -21,7 +24,6 @@ class SPPOConfig(PreferenceConfig):
     """
 
     objective: str = field(default="sppo", metadata={"help": f"One of {SPPO_OBJECTIVES}."})
-    beta: float = field(default=0.001, metadata={"help": "β (η = 1/β); the paper: 0.001."})
 
     def __post_init__(self) -> None:
         if self.objective not in SPPO_OBJECTIVES:

@@ -287,3 +287,102 @@ def test_resume_gives_the_uninterrupted_run(tiny_model_dir, tmp_path):
     assert finished.state.global_step == 6 and not any(
         e.get("step", 0) > 6 for e in finished.state.log_history
     )
+
+
+# -- method configs take the objective's hyperparameters from the objective (objective_fields) --------------
+
+
+def test_method_configs_take_every_hyperparameter_from_their_objectives():
+    """Each objective field is a config field with the objective's type, default and help: one
+    default, in the objective (RPO β = 0.1, α = 1; SPPO β = 0.001; implicit PRM β = 0.05, w = 0)."""
+    import dataclasses
+
+    from align.objectives import RPO, SPPO, ImplicitPRMCE, ImplicitPRMDPO, SPPOHard, SPPOSingle
+    from align.trainers import ImplicitPRMConfig, SPPOConfig
+
+    for config_cls, objectives in ((RPOConfig, [RPO]), (SPPOConfig, [SPPO, SPPOSingle, SPPOHard]),
+                                   (ImplicitPRMConfig, [ImplicitPRMCE, ImplicitPRMDPO])):  # fmt: skip
+        config_fields = {f.name: f for f in dataclasses.fields(config_cls)}
+        for objective in objectives:
+            for f in dataclasses.fields(objective):
+                ours = config_fields[f.name]
+                expected = (f.default, float, f.metadata["help"])
+                assert (ours.default, ours.type, ours.metadata["help"]) == expected, f.name
+        assert set(config_cls.objective_field_defaults) == {f.name for o in objectives for f in dataclasses.fields(o)}
+    assert RPOConfig.objective_field_defaults == {"beta": 0.1, "alpha": 1.0}
+    assert SPPOConfig.objective_field_defaults == {"beta": 0.001}
+    assert ImplicitPRMConfig.objective_field_defaults == {"beta": 0.05, "nll_weight": 0.0}
+
+
+def test_objective_fields_parse_and_bad_values_fail_while_parsing(tmp_path):
+    from transformers import HfArgumentParser
+
+    from align.trainers import ImplicitPRMConfig
+
+    parser = HfArgumentParser(RPOConfig)
+    (args,) = parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--beta", "0.2", "--alpha", "0"])
+    assert (args.beta, args.alpha) == (0.2, 0.0)
+    assert "Weight α of the winner's per-token NLL" in parser.format_help()
+    with pytest.raises(ValueError, match="RPO.beta must be a positive number, got -1.0"):
+        parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--beta", "-1"])
+    with pytest.raises(ValueError, match="--gamma"):
+        parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--gamma", "1"])
+    (args,) = HfArgumentParser(ImplicitPRMConfig).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--nll_weight", "0.1", "--beta", "0.2"]
+    )
+    assert (args.objective, args.beta, args.nll_weight) == ("implicit_prm_ce", 0.2, 0.1)
+    assert args.build_objective().nll_weight == 0.1
+    # a hyperparameter of another objective the config covers is refused, not silently ignored
+    with pytest.raises(ValueError, match="alpha=0.5: not a hyperparameter of objective 'dpo'"):
+        config(tmp_path, objective="dpo", alpha=0.5)
+    assert config(tmp_path, objective="dpo").build_objective().beta == 0.1  # alpha at its default: fine
+
+
+def test_objective_fields_refuses_clashes_and_keeps_overrides(tmp_path):
+    """Two objectives disagreeing on a default, a field named like a TrainingArguments field, or
+    one without a default fail when the config class is made; a field the config declares wins."""
+    from dataclasses import dataclass, field
+
+    from align.objectives import DPO, SPPO, ImplicitPRMCE, Objective
+    from align.trainers import PreferenceConfig, objective_fields
+
+    with pytest.raises(TypeError, match=r"SPPO.beta: \(<class 'float'>, 0.001\) disagrees"):
+        objective_fields(DPO, SPPO)(type("Both", (PreferenceConfig,), {"__annotations__": {}}))
+
+    @dataclass
+    class Seeded(DPO):
+        seed: int = 3
+
+    with pytest.raises(TypeError, match="Seeded.seed clashes with the inherited config field 'seed'"):
+        objective_fields(Seeded)(type("Clash", (PreferenceConfig,), {"__annotations__": {}}))
+
+    @dataclass
+    class NoDefault(Objective):
+        tau: float = field(default_factory=lambda: 1.0)
+
+    with pytest.raises(TypeError, match="NoDefault.tau has no plain default"):
+        objective_fields(NoDefault)(type("Factory", (PreferenceConfig,), {"__annotations__": {}}))
+
+    @dataclass
+    @objective_fields(ImplicitPRMCE)
+    class Sharper(PreferenceConfig):
+        objective: str = "implicit_prm_ce"
+        beta: float = 0.5  # a deliberate, documented override
+
+    args = Sharper(output_dir=str(tmp_path), report_to="none")
+    assert (args.beta, args.nll_weight, args.build_objective().beta) == (0.5, 0.0, 0.5)
+    assert Sharper.objective_field_defaults == {"beta": 0.5, "nll_weight": 0.0}
+
+
+def test_precomputed_reference_comes_from_the_named_reference_model(tiny_model_dir, tmp_path):
+    """reference='precomputed' with ref_model_name_or_path precomputes with that model, not the
+    policy: the step-0 loss equals the 'model' strategy's with the same reference folder."""
+    ref, tok = load(tiny_model_dir, seed_offset=7)
+    ref.save_pretrained(tmp_path / "ref")
+    losses = {}
+    for reference in ("model", "precomputed"):
+        args = config(tmp_path / reference, reference=reference, ref_model_name_or_path=str(tmp_path / "ref"))
+        trainer = RPOTrainer(load(tiny_model_dir)[0], args, pair_dataset(), pair_dataset(), tok)
+        losses[reference] = trainer.evaluate()
+    assert losses["precomputed"]["eval_loss"] == pytest.approx(losses["model"]["eval_loss"], abs=1e-6)
+    assert abs(losses["model"]["eval_rewards/margins"]) > 1e-3  # the reference really differs from the policy
