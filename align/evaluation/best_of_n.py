@@ -4,8 +4,9 @@
 **Selection** among one problem's N candidates (:func:`select`). Candidate k has its extracted answer
 a_k (None when none could be read), the verifier's verdict c_k and the process reward model's step
 rewards r_k1..r_kT (:class:`align.rewards.StepScores`) with running Q-values q_kt = Σ_{s≤t} r_ks.
-Every PRM aggregation is computed here from the step rewards (:func:`aggregate`), so one scoring
-pass serves them all:
+Every PRM aggregation is computed from the stored step rewards by the implicit PRM's own kernel
+(:func:`align.rewards.aggregate_steps`), so one scoring pass serves them all, whatever aggregate the
+plug-in itself scores by:
 
 - ``prm_min``: argmax_k min_t r_kt (the official evaluation's default aggregation);
 - ``prm_sum``: argmax_k Σ_t r_kt = q_kT, the last Q-value;
@@ -20,7 +21,8 @@ pass serves them all:
 
 Ties are broken deterministically: an argmax rule takes the lowest index (the earliest sampled)
 among the tied candidates; a vote takes, among the tied answers, the one whose first candidate comes
-first. A candidate with no steps aggregates to −∞ under the PRM rules (ranked last). In the votes a
+first. A candidate with no steps is ranked by its outcome reward under the PRM rules (as
+:func:`~align.rewards.aggregate_steps` scores it). In the votes a
 None answer does not vote; when no candidate has an answer the vote picks nothing and counts as
 wrong. A voted answer counts as right when its first candidate's verdict is (candidates with the
 same answer share their verdict unless the verifier reads answers otherwise than the extraction).
@@ -35,10 +37,14 @@ N samples of highest generator log-probability, which is not a random draw of N.
 
 **Step-error detection** (:func:`step_error_detection`): for a wrong solution whose first wrong step f
 (0-based, of T steps) is known from a task checker, whether the PRM's lowest-reward step
-argmin_t r_t (ties: the earliest) is step f, against a uniformly random step (expected hit rate 1/T),
-and whether it is at or before f (random: (f + 1)/T). The PRM's steps and the checker's steps must be
-the same split (as many steps, equal text once stripped of surrounding whitespace): a solution
-where they differ is counted as a mismatch and left out, never aligned by position.
+argmin_t r_t is step f, against a uniformly random step (expected hit rate 1/T), and whether it is at
+or before f (random: (f + 1)/T). When L steps share the lowest reward, the tie is broken uniformly at
+random, in expectation: the hit counts 1/L if f is among them, "at or before" the share of them at or
+before f. Picking the earliest instead would credit a PRM that scores every step alike with every
+"at or before" (its pick would always be step 0); this way it scores exactly the random baseline.
+The PRM's steps and the checker's steps must be the same split (as many steps, equal text once
+stripped of surrounding whitespace): a solution where they differ is counted as a mismatch and left
+out, never aligned by position.
 
 **End to end** (:func:`run_best_of_n`): M samples per problem from a generator (sharded, resumable:
 :func:`align.evaluation.common.generate_answers`), verdicts from a verifier and step scores from a
@@ -71,7 +77,7 @@ from typing import Any
 import numpy as np
 
 from align.io import atomic_write_json, fingerprint, read_json, write_jsonl, write_text_atomic
-from align.rewards import RewardError, StepScores, reward_kind, score_groups
+from align.rewards import RewardError, StepScores, aggregate_steps, reward_kind, score_groups
 
 __all__ = [
     "AGGREGATIONS",
@@ -80,7 +86,6 @@ __all__ = [
     "BestOfNConfig",
     "Candidate",
     "Selection",
-    "aggregate",
     "best_of_n_accuracy",
     "best_of_n_markdown",
     "plot_best_of_n",
@@ -90,6 +95,7 @@ __all__ = [
     "step_errors_markdown",
 ]
 
+# The step aggregations ranked by (of aggregate_steps' "last" and "last_q", both q_T = the sum: left out).
 AGGREGATIONS = ("min", "sum", "mean", "min_q")
 RULES = ("prm_min", "prm_sum", "prm_mean", "prm_min_q", "outcome", "weighted_vote", "majority", "random", "oracle")
 RULE_LABELS = {
@@ -123,24 +129,6 @@ class Selection:
     index: int | None
     answer: str | None
     correct: float
-
-
-def aggregate(rewards: Sequence[float], how: str) -> float:
-    """One number from step rewards r_1..r_T (q_t = Σ_{s≤t} r_s): ``min`` = min_t r_t, ``sum`` = Σ_t r_t
-    (= q_T), ``mean`` = Σ_t r_t / T, ``min_q`` = min_t q_t; −∞ for T = 0 (such a candidate ranks last).
-
-    Example: r = [0.5, −1, 2] → q = [0.5, −0.5, 1.5]; min −1, sum 1.5, mean 0.5, min_q −0.5."""
-    if how not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {how!r}; known: {', '.join(AGGREGATIONS)}")
-    if not rewards:
-        return -math.inf
-    if how == "min":
-        return float(min(rewards))
-    if how == "sum":
-        return math.fsum(rewards)
-    if how == "mean":
-        return math.fsum(rewards) / len(rewards)
-    return float(min(np.cumsum(np.asarray(rewards, dtype=np.float64))))
 
 
 def _sigmoid(x: float) -> float:
@@ -178,7 +166,7 @@ def select(candidates: Sequence[Candidate], rule: str) -> Selection:
     if not candidates:
         raise ValueError("select needs at least one candidate")
     if rule.startswith("prm_") and rule[4:] in AGGREGATIONS:
-        k = _first_max([aggregate(c.steps.rewards, rule[4:]) for c in candidates])
+        k = _first_max(aggregate_steps([c.steps for c in candidates], rule[4:]))
     elif rule == "outcome":
         k = _first_max([c.steps.outcome for c in candidates])
     elif rule == "weighted_vote":
@@ -304,7 +292,8 @@ def step_error_detection(cases: Sequence[tuple[StepScores, Any]]) -> dict[str, A
     ``prm_first_wrong`` and its ``random_first_wrong`` = mean 1/T, ``prm_at_or_before`` and
     ``random_at_or_before`` = mean (f + 1)/T (None when nothing was evaluated).
 
-    Example: rewards [1, −2, 0.5], f = 1 → a hit (random 1/3), at or before (random 2/3)."""
+    Examples: rewards [1, −2, 0.5], f = 1 → a hit (random 1/3), at or before (random 2/3); rewards
+    [0, −1, −1, 0], f = 1 → ½ a hit (random ¼), ½ at or before (random ½)."""
     mismatched = unlocated = 0
     hits, at_or_before, random_hits, random_before = [], [], [], []
     for scores, check in cases:
@@ -318,9 +307,9 @@ def step_error_detection(cases: Sequence[tuple[StepScores, Any]]) -> dict[str, A
         count = len(scores.rewards)
         if not 0 <= f < count:
             raise ValueError(f"first_wrong = {f} is not a step index of a {count}-step solution")
-        lowest = int(np.argmin(scores.rewards))  # argmin returns the first minimum: ties go to the earliest step
-        hits.append(lowest == f)
-        at_or_before.append(lowest <= f)
+        lowest = [t for t, r in enumerate(scores.rewards) if r == min(scores.rewards)]
+        hits.append((f in lowest) / len(lowest))
+        at_or_before.append(sum(t <= f for t in lowest) / len(lowest))
         random_hits.append(1.0 / count)
         random_before.append((f + 1) / count)
 

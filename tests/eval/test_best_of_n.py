@@ -17,7 +17,6 @@ from align.evaluation.best_of_n import (
     RULES,
     BestOfNConfig,
     Candidate,
-    aggregate,
     best_of_n_accuracy,
     best_of_n_markdown,
     run_best_of_n,
@@ -40,17 +39,6 @@ def sigmoid(x):
 
 
 # -- aggregations and selection ----------------------------------------------------------------------
-
-
-def test_aggregations_from_step_rewards():
-    # r = [0.5, -1, 2] → q = [0.5, -0.5, 1.5]
-    assert aggregate([0.5, -1, 2], "min") == -1
-    assert aggregate([0.5, -1, 2], "sum") == 1.5
-    assert aggregate([0.5, -1, 2], "mean") == 0.5
-    assert aggregate([0.5, -1, 2], "min_q") == -0.5
-    assert all(aggregate([], how) == -math.inf for how in ("min", "sum", "mean", "min_q"))
-    with pytest.raises(ValueError, match="unknown aggregation 'max'"):
-        aggregate([1.0], "max")
 
 
 # Each PRM aggregation picks another candidate (by hand):
@@ -103,9 +91,10 @@ def test_ties_go_to_the_earliest_candidate_or_the_answer_seen_first():
     mixed = [candidate("xy"[k % 2], k % 2 == 1, [0.0], score=s) for k, s in enumerate(scores)]
     assert select(mixed, "weighted_vote") == select(mixed, "majority")
     assert select(mixed, "weighted_vote").answer == "x" and select(mixed, "weighted_vote").correct == 0.0
-    # a candidate without steps ranks below any with steps, however low their rewards
-    empty_first = [candidate("a", True, []), candidate("b", False, [-100.0])]
-    assert select(empty_first, "prm_min").index == 1 and select(empty_first, "prm_sum").index == 1
+    # a candidate without steps is ranked by its outcome reward, as the implicit PRM scores it
+    for outcome, index in ((-200.0, 1), (5.0, 0)):
+        no_steps = [candidate("a", True, [], outcome=outcome), candidate("b", False, [-100.0])]
+        assert select(no_steps, "prm_min").index == select(no_steps, "prm_min_q").index == index
 
 
 def test_all_wrong_all_right_and_missing_answers():
@@ -177,7 +166,7 @@ def test_step_error_detection_by_hand():
     cases = [
         (scored("abc", [1, -2, 0.5]), Check(list("abc"), 1)),  # lowest = 1 = f: hit; random 1/3, at-or-before 2/3
         (scored("ab", [-1, 0]), Check(list("ab"), 1)),  # lowest 0 < f = 1: miss, before; random 1/2, 2/2
-        (scored("abcd", [0, -1, -1, 0]), Check(list("abcd"), 1)),  # tie at 1, 2 → 1 = f: hit; 1/4, 2/4
+        (scored("abcd", [0, -1, -1, 0]), Check(list("abcd"), 1)),  # tie at 1 = f, 2: ½ hit, ½ before; 1/4, 2/4
         (scored("abc", [0, 0, -1]), Check(list("abc"), 0)),  # lowest 2 > f = 0: miss, after; 1/3, 1/3
         (scored("ab", [0, 1]), Check(list("abc"), 0)),  # 2 steps against 3: mismatched
         (scored("xy", [0, 1]), Check(["x", "z"], 0)),  # other text: mismatched
@@ -187,16 +176,21 @@ def test_step_error_detection_by_hand():
     assert {k: result[k] for k in ("solutions", "mismatched", "unlocated", "evaluated")} == {
         "solutions": 7, "mismatched": 2, "unlocated": 1, "evaluated": 4,
     }  # fmt: skip
-    assert result["prm_first_wrong"] == pytest.approx(2 / 4)
+    assert result["prm_first_wrong"] == pytest.approx((1 + 0 + 1 / 2 + 0) / 4)
     assert result["random_first_wrong"] == pytest.approx((1 / 3 + 1 / 2 + 1 / 4 + 1 / 3) / 4)
-    assert result["prm_at_or_before"] == pytest.approx(3 / 4)
+    assert result["prm_at_or_before"] == pytest.approx((1 + 1 + 1 / 2 + 0) / 4)
     assert result["random_at_or_before"] == pytest.approx((2 / 3 + 1 + 2 / 4 + 1 / 3) / 4)
     markdown = step_errors_markdown(result)
     assert "on 4 wrong solutions" in markdown and "2 with a PRM split that differs" in markdown
-    assert "| is the first wrong step | 50.0 | 35.4 |" in markdown
-    assert "| is at or before the first wrong step | 75.0 | 62.5 |" in markdown
+    assert "| is the first wrong step | 37.5 | 35.4 |" in markdown
+    assert "| is at or before the first wrong step | 62.5 | 62.5 |" in markdown
+    # a PRM that scores every step alike is exactly the random baseline (ties broken in expectation)
+    flat = step_error_detection([(scored("abcd", [0.5] * 4), Check(list("abcd"), 2))])
+    assert flat["prm_first_wrong"] == flat["random_first_wrong"] == 1 / 4
+    assert flat["prm_at_or_before"] == flat["random_at_or_before"] == 3 / 4
     empty = step_error_detection([])
-    assert empty["evaluated"] == 0 and empty["prm_first_wrong"] is None and "| – | – |" in step_errors_markdown(empty)
+    assert empty["evaluated"] == 0 and empty["prm_first_wrong"] is None
+    assert "| – | – |" in step_errors_markdown(empty)
     with pytest.raises(ValueError, match="first_wrong = 3 is not a step index of a 2-step solution"):
         step_error_detection([(scored("ab", [0, 1]), Check(list("ab"), 3))])
 
