@@ -57,8 +57,9 @@ then the tables. Files in ``output_dir``, each written atomically by the main pr
 - ``scoring/``: finished chunks of step scores, keyed by the PRM and the samples (a re-run does not
   score them again); ``scores.jsonl``: per problem ``index`` and ``step_scores``, one
   ``{steps, rewards, outcome, score}`` per completion;
-- ``step_checks.jsonl`` (with a checker): per problem ``index`` and ``checks``, one
-  ``{steps, step_correct, first_wrong, final_correct}`` per completion;
+- ``step_checks.jsonl`` (with a checker): per problem ``index`` and ``checks``, one record of the
+  checker's result per completion (the multistep task's: ``steps``, ``step_correct``,
+  ``first_wrong``, ``final_correct``, ``equations``);
 - ``best_of_n.json`` (accuracy, standard error over problems and per-problem accuracy for each rule
   and N, plus the settings), ``best_of_n.md`` and ``best_of_n.png`` (accuracy against N, one line per
   rule); ``step_errors.json`` and ``step_errors.md`` (with a checker).
@@ -123,8 +124,9 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Selection:
-    """What a rule picked: the candidate's ``index`` (None for a vote that found no answer, and for
-    ``random``), the ``answer`` and ``correct`` ∈ [0, 1] (0/1, or the expected value for ``random``)."""
+    """What a rule picked: the candidate's ``index`` (None for ``random``, for a vote that found no
+    answer and for ``oracle`` with none correct), its ``answer`` and ``correct`` ∈ [0, 1] (0/1, or the
+    expected value for ``random``)."""
 
     index: int | None
     answer: str | None
