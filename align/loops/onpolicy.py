@@ -303,9 +303,11 @@ class OnPolicyLoop:
         args.seed = self.training_args.seed + it.index
         callbacks = []
         if self.drift_args is not None and self.drift_args.drift:
-            # probes: the iteration's first pairs (displacement is a property of the trained pairs)
+            # probes: the iteration's first pairs (displacement is a property of the trained pairs); from
+            # labelled single completions the callback pairs a correct with a wrong one of a prompt itself
             (callback,) = self.drift_args.callbacks()
-            callback.probe_dataset = Dataset.from_list(pairs[: callback.num_probes])
+            singles = bool(pairs) and "completion" in pairs[0]
+            callback.probe_dataset = Dataset.from_list(pairs if singles else pairs[: callback.num_probes])
             callbacks.append(callback)
         if self.benchmark is not None and self.benchmark_args.benchmark_every_steps:
             from align.evaluation.hook import BenchmarkCallback

@@ -255,3 +255,109 @@ DEFAULT_STAGES: tuple[Stage, ...] = (
     Evaluate(),
     Benchmark(),
 )
+
+
+@dataclass
+class BestOfNArguments:
+    """The ``best_of_n`` stage: N samples per held-out problem (``--eval_prompts``, the first
+    ``--num_eval_prompts``) from the starting model π_0, reranked by the model this iteration trained
+    as a process reward model (``implicit_prm:<iteration model>``) — see
+    :mod:`align.evaluation.best_of_n`. Sampling: the loop's temperature, top-p and token budget."""
+
+    best_of_n: str = field(default="1,4,16", metadata={"help": "The N values, comma-separated ('' for no best-of-N)."})
+    best_of_n_samples: int | None = field(
+        default=None, metadata={"help": "Samples M per problem (default the largest N); N < M averages disjoint blocks."}
+    )
+    prm_options: str = field(
+        default='{"split": "newline", "final_answer": "####"}',
+        metadata={"help": "JSON options of the implicit_prm scorer (split, aggregate, beta, final_answer, batch_size)."},
+    )
+    step_checker: str | None = field(
+        default=None,
+        metadata={"help": "'package.module:function' (row, completion) -> a StepCheck, for step-error detection, "
+                  "e.g. align.data.multistep:check_solution."},
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        from align.rewards import check_reward_spec
+
+        self.n_values()
+        check_reward_spec("implicit_prm:<the trained model>", **self.prm_kwargs())
+        if self.step_checker is not None and self.step_checker.strip().lower() in ("", "none"):
+            self.step_checker = None  # the command line's way to switch a configured checker off
+        if self.step_checker is not None:
+            self.checker()
+
+    def n_values(self) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in self.best_of_n.split(",") if v.strip())
+        except ValueError:
+            raise ValueError(f"--best_of_n must be comma-separated integers, got {self.best_of_n!r}") from None
+        if any(v < 1 for v in values):
+            raise ValueError(f"--best_of_n values must be >= 1, got {self.best_of_n!r}")
+        return values
+
+    def prm_kwargs(self) -> dict:
+        from align.rewards import reward_options
+
+        return reward_options(self.prm_options, "prm_options")
+
+    def checker(self):
+        from align.rewards.registry import _import_attr
+
+        checker = _import_attr(self.step_checker)
+        if not callable(checker):
+            raise TypeError(f"--step_checker {self.step_checker!r} is not a function")
+        return checker
+
+
+class BestOfN(Stage):
+    """Best-of-N on the held-out problems with this iteration's model as the process reward model:
+    samples from π_0 (the generator), verdicts from the loop's judge (a verifier), step scores from
+    ``implicit_prm:<model>``; accuracy tables and plot, step-error detection with a step checker.
+    Files in ``iteration-NN/best_of_n/``; resumable (sampling and scoring in chunks)."""
+
+    name = "best_of_n"
+
+    def __init__(self, args: BestOfNArguments) -> None:
+        self.args = args
+
+    def applies(self, state: IterationState) -> bool:
+        return bool(state.eval_rows) and bool(self.args.n_values())
+
+    def run(self, state: IterationState) -> None:
+        from accelerate import Accelerator
+
+        from align.data import read_rows
+        from align.evaluation.best_of_n import BestOfNConfig, best_of_n_markdown, run_best_of_n, step_errors_markdown
+        from align.rewards import load_reward, reward_kind
+
+        la, loop = state.loop.loop_args, state.loop
+        if reward_kind(state.judge) != "verifier":
+            raise ValueError(f"best_of_n needs a verifier as --judge (correct or not per sample), got {la.judge!r}")
+        n = self.args.n_values()
+        config = BestOfNConfig(n=n, num_samples=self.args.best_of_n_samples, temperature=la.temperature, top_p=la.top_p,
+                               max_new_tokens=la.max_new_tokens, batch_size=la.generation_batch_size,
+                               seed=loop.training_args.seed)  # fmt: skip
+        # the rows as the dataset has them (a step checker may need more than prompt and answer)
+        rows = [row for _, part in read_rows(la.eval_prompts, la.eval_prompts_split) for row in part][: len(state.eval_rows)]
+        generator = loop.load_policy(state.run, 0)  # π_0 afresh: training attached its adapter to the policy
+        prm = load_reward(f"implicit_prm:{state.it.model_dir}", **self.args.prm_kwargs()) if state.main else None
+        result = run_best_of_n(
+            generator, state.tokenizer, rows, prm=prm, verifier=state.judge if state.main else None,
+            output_dir=state.it.path / self.name, config=config, accelerator=Accelerator(),
+            cache_key={"generator": loop.model_args.model_name_or_path}, prm_key={"prm": str(state.it.model_dir),
+            "options": self.args.prm_kwargs()}, step_checker=self.args.checker() if self.args.step_checker else None,
+            source=f"{la.eval_prompts} [{la.eval_prompts_split}]", show_progress=state.main,
+        )  # fmt: skip
+        del generator, prm
+        if state.main:
+            table = result["best_of_n"]
+            summary = {"problems": len(rows), "accuracy": table.get("accuracy", {})}
+            if result["step_errors"] is not None:
+                summary["step_errors"] = {k: v for k, v in result["step_errors"].items() if not isinstance(v, (list, dict))}
+            state.it.finish(self.name, summary)
+            print(best_of_n_markdown(table), flush=True)
+            if result["step_errors"] is not None:
+                print(step_errors_markdown(result["step_errors"]), flush=True)
+        state.barrier()
