@@ -240,10 +240,11 @@ def run_recipe(main) -> None:
     2 instead of a traceback; anything else is a bug and keeps its traceback."""
     from align.data import DataValidationError
     from align.loops.run import ConfigChangedError
+    from align.loops.stages import StageConfigError
 
     try:
         main()
-    except (ConfigError, DataValidationError, ConfigChangedError, FileNotFoundError) as err:
+    except (ConfigError, DataValidationError, ConfigChangedError, StageConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 

@@ -71,6 +71,9 @@ def test_partial_checkpoints_are_never_resumed_from(tmp_path):
     assert not (tmp_path / "checkpoint-3").exists()
 
 
+import pytest  # noqa: E402
+
+
 def test_loop_configs_parse():
     from align.trainers import SPPOConfig
 
@@ -86,9 +89,21 @@ def test_loop_configs_parse():
     assert training.beta == 0.001 and training.objective == "sppo"
 
 
-# -- mistakes on the command line and in the YAML: one clear message, raised while parsing ------------------
+@pytest.mark.parametrize("name", ["implicit_prm.yaml", "implicit_prm_paper.yaml"])
+def test_implicit_prm_configs_parse(name):
+    from align.cli import DataArguments
+    from align.loops.stages import BestOfNArguments
+    from align.trainers import ImplicitPRMConfig
 
-import pytest  # noqa: E402
+    _, training, model, _, _, loop, best_of_n = parse_recipe_args(
+        ImplicitPRMConfig, ROOT / "recipes" / "configs" / name, ["--bf16", "false"],
+        data_classes=(DataArguments, LoopArguments, BestOfNArguments),
+    )  # fmt: skip
+    assert loop.iterations == 1 and training.beta == 0.05 and training.objective == "implicit_prm_ce"
+    assert best_of_n.n_values()[0] == 1 and best_of_n.prm_kwargs()["split"] in ("newline", "blank_line")
+
+
+# -- mistakes on the command line and in the YAML: one clear message, raised while parsing ------------------
 
 from align.cli import ConfigError  # noqa: E402
 

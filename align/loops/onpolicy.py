@@ -261,7 +261,8 @@ class OnPolicyLoop:
         self, model, tokenizer, judge, eval_rows: list[dict], *, accelerator=None, baseline: list[str] | None = None
     ) -> dict:
         """Greedy answers to the held-out prompts: accuracy for a verifier, else the win rate of
-        these answers against the starting model's (``baseline``) under the judge."""
+        these answers against the starting model's (``baseline``) under the judge (``None`` on the
+        processes other than the main one: they only generate)."""
         from align.generation import HFGenerator
         from align.rewards import checked_verdicts, compare_answers, reward_kind
 
@@ -269,6 +270,8 @@ class OnPolicyLoop:
         answers = [c[0] for c in generator.generate([r["prompt"] for r in eval_rows], self.sampling(greedy=True))]
         prompts = [r["prompt"] for r in eval_rows]
         result: dict[str, Any] = {"answers": answers}
+        if judge is None:  # not the main process: it judges
+            return result
         if reward_kind(judge) == "verifier":
             correct = checked_verdicts(judge, prompts, answers, [r.get("answer", r.get("solution")) for r in eval_rows])
             result["accuracy"] = float(correct.mean())
@@ -338,7 +341,9 @@ class OnPolicyLoop:
 
     def run(self) -> list[dict]:
         from align.models import check_model_source, load_tokenizer
-        from align.rewards import load_reward
+        from accelerate.utils import broadcast_object_list
+
+        from align.rewards import load_reward, reward_kind
 
         la = self.loop_args
         # Everything that can fail on the user's input fails before run.json is written.
@@ -353,7 +358,14 @@ class OnPolicyLoop:
         )
         check_model_source(self.model_args.model_name_or_path)
         tokenizer = load_tokenizer(self.model_args)
-        judge = load_reward(la.judge, **la.judge_kwargs())
+        # The judge runs on the main process only (a reward model or PRM would be one more model per
+        # process); the others learn its kind, which decides what the stages do.
+        judge = load_reward(la.judge, **la.judge_kwargs()) if self.main else None
+        kind = [reward_kind(judge)]
+        broadcast_object_list(kind, from_process=0)
+        self.judge_kind = kind[0]
+        for stage in self.stages:
+            stage.check(self)
         self._barrier()  # every process has read run.json before the main one may rewrite it
         run.create()
         self._barrier()

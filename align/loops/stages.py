@@ -47,6 +47,7 @@ __all__ = [
     "IterationState",
     "Judge",
     "Stage",
+    "StageConfigError",
     "Train",
 ]
 
@@ -54,7 +55,8 @@ __all__ = [
 @dataclass
 class IterationState:
     """What the stages of one iteration share: the loop, its folders, this iteration's prompts, the
-    tokenizer and judge, and the models, each loaded at most once."""
+    tokenizer and judge (``None`` on processes other than the main one), and the models, each
+    loaded at most once."""
 
     loop: OnPolicyLoop
     run: RunFolder
@@ -99,12 +101,21 @@ class IterationState:
         gc.collect()
 
 
+class StageConfigError(ValueError):
+    """A stage cannot run with this loop's config (e.g. best-of-N without a verifier as the judge):
+    raised by :meth:`Stage.check` before the run folder is written or a model is loaded."""
+
+
 class Stage:
     """One named, resumable step of an iteration. Subclasses set ``name`` and implement ``run``,
     which writes the stage's files and records it with ``state.it.finish(name, summary)``."""
 
     name: ClassVar[str] = ""
     first_iteration_only: ClassVar[bool] = False
+
+    def check(self, loop: OnPolicyLoop) -> None:
+        """Refuse a config this stage cannot run with (:class:`StageConfigError`); called on every
+        process once the judge's kind is known, before anything is written."""
 
     def applies(self, state: IterationState) -> bool:
         """Whether the stage belongs to this iteration of this run at all."""
@@ -222,12 +233,10 @@ class Evaluate(Stage):
         return bool(state.eval_rows)
 
     def run(self, state: IterationState) -> None:
-        from align.rewards import reward_kind
-
         model, accelerator = state.trained()
         start_file = state.run.iteration(0).path / "eval_start.json"
         baseline = None
-        if start_file.exists() and reward_kind(state.judge) != "verifier":
+        if start_file.exists() and state.loop.judge_kind != "verifier":
             baseline = read_json(start_file)["answers"]
         result = state.loop.evaluate(model, state.tokenizer, state.judge, state.eval_rows, accelerator=accelerator,
                                      baseline=baseline)  # fmt: skip
@@ -325,16 +334,21 @@ class BestOfN(Stage):
     def applies(self, state: IterationState) -> bool:
         return bool(state.eval_rows) and bool(self.args.n_values())
 
+    def check(self, loop: OnPolicyLoop) -> None:
+        if self.args.n_values() and loop.judge_kind != "verifier":
+            raise StageConfigError(
+                f"best_of_n needs a verifier as --judge (correct or not per sample), got {loop.loop_args.judge!r} "
+                f"(a {loop.judge_kind}); pass --best_of_n '' to skip best-of-N"
+            )
+
     def run(self, state: IterationState) -> None:
         from accelerate import Accelerator
 
         from align.data import read_rows
         from align.evaluation.best_of_n import BestOfNConfig, best_of_n_markdown, run_best_of_n, step_errors_markdown
-        from align.rewards import load_reward, reward_kind
+        from align.rewards import load_reward
 
         la, loop = state.loop.loop_args, state.loop
-        if reward_kind(state.judge) != "verifier":
-            raise ValueError(f"best_of_n needs a verifier as --judge (correct or not per sample), got {la.judge!r}")
         n = self.args.n_values()
         config = BestOfNConfig(n=n, num_samples=self.args.best_of_n_samples, temperature=la.temperature, top_p=la.top_p,
                                max_new_tokens=la.max_new_tokens, batch_size=la.generation_batch_size,

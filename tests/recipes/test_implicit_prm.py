@@ -138,3 +138,9 @@ def test_more_than_one_iteration_is_refused_before_anything_runs(setup, tmp_path
     result = run(setup, "implicit_prm", tmp_path / "x", iterations="2")
     assert result.returncode == 2 and "an implicit PRM is trained once" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_best_of_n_without_a_verifier_is_refused_before_the_run_folder_is_written(setup, tmp_path):
+    result = run(setup, "implicit_prm", tmp_path / "x", judge="toy_verifier:parity_verifier", judge_options='{"kind": "reward"}')
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "best_of_n needs a verifier as --judge" in result.stderr and not (tmp_path / "x").exists()
