@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import torch
+from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list
 from datasets import Dataset
 from datasets.fingerprint import Hasher
@@ -116,6 +117,10 @@ class PreferenceConfig(TrainingArguments):
         if threads:
             logger.info("single CPU process under accelerate launch: using %d threads, not 1", threads)
         if configure_cpu_distributed():
+            # Without use_configured_state, transformers resets the AcceleratorState for every new
+            # TrainingArguments; do the same (keeping the gloo process group), or a second trainer in
+            # one process (a loop's next iteration) cannot build its DeepSpeed Accelerator.
+            AcceleratorState._reset_state(reset_partial_state=False)
             accelerator_config = self.accelerator_config
             if accelerator_config is None:
                 accelerator_config = {}

@@ -1,6 +1,9 @@
 """Train the tiny model for two steps (likelihood-drift probes every step) and write the log
 history and the drift records as JSON; run under
-`accelerate launch` with 1 or 2 processes. Usage: dist_run.py MODEL_DIR REF_DIR OUT_JSON PER_DEVICE_BATCH
+`accelerate launch` with 1 or 2 processes. Usage: dist_run.py MODEL_DIR REF_DIR OUT_JSON PER_DEVICE_BATCH [implicit_prm]
+
+With ``implicit_prm``, the same launch then trains both implicit PRM variants the same way (see
+:func:`implicit_prm_runs`), so one launch serves several checks.
 
 The reference is loaded from its own folder (not perturbed in place) so that it also loads
 correctly under ZeRO-3, where from_pretrained partitions parameters as it loads them."""
@@ -13,10 +16,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, f
 
 from tests.trainers.common import pair_dataset  # noqa: E402
 from tests.trainers.test_base import load  # noqa: E402
+from tests.trainers.test_implicit_prm import labelled_dataset  # noqa: E402
 
 from align.callbacks import LikelihoodDriftCallback  # noqa: E402
 from align.distributed import finish_distributed  # noqa: E402
-from align.trainers import RPOConfig, RPOTrainer  # noqa: E402
+from align.trainers import ImplicitPRMConfig, ImplicitPRMTrainer, RPOConfig, RPOTrainer  # noqa: E402
 
 
 def main():
@@ -31,11 +35,47 @@ def main():
     drift = LikelihoodDriftCallback(pair_dataset(4), eval_steps=1, entanglement_every=1, entanglement_pairs=2)
     trainer = RPOTrainer(model, args, pair_dataset(8), None, tok, ref_model=ref, callbacks=[drift])
     trainer.train()
+    result = {}
     if trainer.accelerator.is_main_process:
         world = trainer.accelerator.num_processes
         records = [json.loads(line) for line in (Path(args.output_dir) / "likelihood_drift.jsonl").read_text().splitlines()]
-        out.write_text(json.dumps({"world_size": world, "log_history": trainer.state.log_history, "drift": records}))
+        result = {"world_size": world, "log_history": trainer.state.log_history, "drift": records}
+    if "implicit_prm" in sys.argv[5:]:
+        trainer, result["implicit_prm"] = implicit_prm_runs(model_dir, ref_dir, out.parent, per_device)
+    if trainer.accelerator.is_main_process:
+        out.write_text(json.dumps(result))
     finish_distributed(trainer.accelerator)
+
+
+def implicit_prm_runs(model_dir, ref_dir, folder: Path, per_device: int):
+    """Both implicit PRM variants, two SGD steps on 8 prompts × (correct, incorrect) completions:
+    CE on the 16 labelled completions, DPO on the 8 pairs the trainer builds from them; drift
+    probes from 4 prompts' labelled completions; then the eval loss (the weights after both steps)
+    and save_model (implicit_prm.json). Returns the last trainer and, per objective, what it logged."""
+    runs = {}
+    for objective in ("implicit_prm_ce", "implicit_prm_dpo"):
+        output_dir = folder / objective
+        args = ImplicitPRMConfig(
+            output_dir=str(output_dir), objective=objective, beta=0.5, per_device_train_batch_size=per_device,
+            per_device_eval_batch_size=8, max_steps=2, learning_rate=0.1, logging_steps=1, save_strategy="no",
+            report_to="none", max_length=128, seed=0, disable_tqdm=True, optim="sgd", lr_scheduler_type="constant",
+        )  # fmt: skip
+        model, tok = load(model_dir)
+        ref, _ = load(ref_dir)
+        drift = LikelihoodDriftCallback(labelled_dataset(4), eval_steps=1, entanglement_every=0)
+        data = labelled_dataset(8)
+        trainer = ImplicitPRMTrainer(model, args, data, data, tok, ref_model=ref, callbacks=[drift])
+        trainer.train()
+        final = trainer.evaluate()
+        trainer.save_model()
+        if trainer.accelerator.is_main_process:
+            runs[objective] = {
+                "log_history": trainer.state.log_history, "final": final,
+                "drift": [json.loads(line) for line in (output_dir / "likelihood_drift.jsonl").read_text().splitlines()],
+                "info": json.loads((output_dir / "implicit_prm.json").read_text()),
+                "files": sorted(p.name for p in output_dir.iterdir()),
+            }  # fmt: skip
+    return trainer, runs
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Real multi-process runs: `accelerate launch` with 2 CPU processes under DDP and DeepSpeed ZeRO-2/3.
 
 Each must finish, and its step-0 loss (and the loss after one update, which checks that gradients
-were synchronised) must equal a single-process run on the same global batch of 8 pairs."""
+were synchronised) must equal a single-process run on the same global batch of 8 pairs. The DDP
+and ZeRO-3 launches (and the single-process one) also train both implicit PRM variants, checked
+by their own test against the same launches (each launch runs once per module)."""
 
 import json
 import os
@@ -38,27 +40,47 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(models, tmp_path, launch_args, per_device_batch):
+def launch(models, tmp_path, launch_args, per_device_batch, *extra):
     """Run dist_run.py under accelerate; each launch gets its own rendezvous port, so a previous
-    launch still releasing the default one cannot collide with it."""
+    launch still releasing the default one cannot collide with it. ``extra``: dist_run.py's
+    optional arguments (``implicit_prm``)."""
     out = tmp_path / "history.json"
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch_args, "--mixed_precision", "no", "--main_process_port", str(free_port()),
-           str(SCRIPT), str(models[0]), str(models[1]), str(out), str(per_device_batch)]  # fmt: skip
+           str(SCRIPT), str(models[0]), str(models[1]), str(out), str(per_device_batch), *extra]  # fmt: skip
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-5000:]
     return json.loads(out.read_text())
 
 
+# Launches that also train the implicit PRM (dist_run.py ... implicit_prm): one launch, several checks.
+IMPLICIT_PRM_LAUNCHES = ("ddp", "zero3")
+
+
 @pytest.fixture(scope="module")
 def single(models, tmp_path_factory):
-    return launch(models, tmp_path_factory.mktemp("single"), ["--num_processes", "1", "--dynamo_backend", "no"], 8)
+    launch_args = ["--num_processes", "1", "--dynamo_backend", "no"]
+    return launch(models, tmp_path_factory.mktemp("single"), launch_args, 8, "implicit_prm")
+
+
+@pytest.fixture(scope="module")
+def launched(models, tmp_path_factory):
+    """``launched(name)``: the 2-process launch ``name`` (per-device batch 4), run once per module."""
+    runs = {}
+
+    def get(name):
+        if name not in runs:
+            extra = ["implicit_prm"] if name in IMPLICIT_PRM_LAUNCHES else []
+            runs[name] = launch(models, tmp_path_factory.mktemp(name), LAUNCHES[name], 4, *extra)
+        return runs[name]
+
+    return get
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(LAUNCHES))
-def test_two_processes_match_one(name, models, single, tmp_path):
-    run = launch(models, tmp_path, LAUNCHES[name], 4)
+def test_two_processes_match_one(name, models, single, launched):
+    run = launched(name)
     assert run["world_size"] == 2 and single["world_size"] == 1
     steps = [entry for entry in run["log_history"] if "loss" in entry]
     reference = [entry for entry in single["log_history"] if "loss" in entry]
@@ -81,3 +103,31 @@ def test_two_processes_match_one(name, models, single, tmp_path):
         assert "grad_cosine" not in drift[0]  # partitioned parameters: not measured under ZeRO-3
     else:
         assert drift[0]["grad_cosine"] == pytest.approx(expected_drift[0]["grad_cosine"], abs=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", IMPLICIT_PRM_LAUNCHES)
+def test_implicit_prm_two_processes_match_one(name, single, launched):
+    """Both implicit PRM variants (CE on 16 labelled completions, DPO on the 8 pairs built from them)
+    under DDP and ZeRO-3 equal one process on the same global batch of 8: every logged metric at
+    both steps, the eval loss after both updates (same weights), the drift probes built from
+    labelled completions, and implicit_prm.json, written by the main process beside the weights."""
+    for objective, ours in launched(name)["implicit_prm"].items():
+        expected = single["implicit_prm"][objective]
+        steps = [entry for entry in ours["log_history"] if "loss" in entry]
+        reference = [entry for entry in expected["log_history"] if "loss" in entry]
+        assert len(steps) == len(reference) == 2
+        for mine, theirs in zip(steps, reference):
+            keys = set(theirs) - {"grad_norm", "learning_rate", "epoch", "step"}
+            assert keys >= {"loss", "rewards/accuracies"} and set(mine) >= keys, (name, objective)
+            for key in keys:
+                assert mine[key] == pytest.approx(theirs[key], abs=1e-5), (name, objective, key, mine["step"])
+        assert steps[1]["loss"] != pytest.approx(steps[0]["loss"], abs=1e-3)  # the update changed something
+        for key in ("eval_loss", "eval_rewards/accuracies"):
+            assert ours["final"][key] == pytest.approx(expected["final"][key], abs=1e-5), (name, objective, key)
+        assert [r["step"] for r in ours["drift"]] == [r["step"] for r in expected["drift"]] == [0, 1, 2]
+        for mine, theirs in zip(ours["drift"], expected["drift"]):
+            for key in ("chosen_logps", "rejected_logps", "margin"):
+                assert mine[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-4), (name, objective, key)
+        assert ours["info"] == expected["info"] and ours["info"]["objective"] == objective
+        assert "implicit_prm.json" in ours["files"] and not any(f.endswith(".tmp") for f in ours["files"])
