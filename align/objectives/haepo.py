@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -63,13 +63,17 @@ class HAEPO(Objective):
     values), no length normalisation. All-equal returns give R̃ = 0: no preference term.
     """
 
-    tau: float = 1.0
-    return_norm: Literal["group", "mean", "none"] = "group"
-    entropy_coef: float = 0.001
-    kl_coef: float = 0.04
-    kl_estimator: KLEstimator = "k3"
-    length_normalize: bool = False
-    eps: float = 1e-6
+    tau: float = field(default=1.0, metadata={"help": "Temperature τ of the Plackett-Luce weights softmax(L / τ)."})
+    return_norm: Literal["group", "mean", "none"] = field(
+        default="group", metadata={"help": "Returns: 'group' (R − mean)/(std + ε), 'mean' R − mean, or 'none'."}
+    )
+    entropy_coef: float = field(default=0.001, metadata={"help": "Weight λ_H of the mean token entropy bonus."})
+    kl_coef: float = field(default=0.04, metadata={"help": "Weight λ_KL of the per-token KL to the previous policy."})
+    kl_estimator: KLEstimator = field(default="k3", metadata={"help": "Per-token KL estimator: k1, k2 or k3."})
+    length_normalize: bool = field(
+        default=False, metadata={"help": "Use per-token mean log-likelihoods L_k / |y_k| instead of sums."}
+    )
+    eps: float = field(default=1e-6, metadata={"help": "ε of the group return normalisation."})
 
     def __post_init__(self) -> None:
         _check_positive(self, "tau", "eps")

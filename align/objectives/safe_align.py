@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -39,10 +39,12 @@ class SafeAlign(Objective):
     from a secondary description and are unconfirmed. No reference model is used.
     """
 
-    blue_weight: float = 1.0
-    red_weight: float = 0.1
-    threshold: float = 1.0
-    threshold_mode: Literal["token", "sample"] = "token"
+    blue_weight: float = field(default=1.0, metadata={"help": "Weight λ_blue of the NLL on safe responses."})
+    red_weight: float = field(default=0.1, metadata={"help": "Weight λ_red of the bounded ascent on harmful ones."})
+    threshold: float = field(default=1.0, metadata={"help": "τ: the ascent on a harmful token stops at NLL τ."})
+    threshold_mode: Literal["token", "sample"] = field(
+        default="token", metadata={"help": "Apply τ per 'token' or per 'sample' (the mean NLL)."}
+    )
 
     def __post_init__(self) -> None:
         _check_non_negative(self, "blue_weight", "red_weight")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from align.objectives.base import (
     CompletionGroups,
@@ -34,10 +34,12 @@ class UVCoT(Objective):
     done when the scores are built, not here. The images only matter to the forward pass.
     """
 
-    beta: float = 0.1
-    dpo_weight: float = 0.1
-    sft_weight: float = 0.9
-    score_margin: float = 0.0
+    beta: float = field(default=0.1, metadata={"help": "DPO temperature β."})
+    dpo_weight: float = field(default=0.1, metadata={"help": "Weight w_dpo of the score-aware DPO term."})
+    sft_weight: float = field(default=0.9, metadata={"help": "Weight w_sft of the NLL on the preferred answer."})
+    score_margin: float = field(
+        default=0.0, metadata={"help": "γ of the score margin g(s) = γ·s outside β (0: plain DPO)."}
+    )
 
     def __post_init__(self) -> None:
         _check_positive(self, "beta")
