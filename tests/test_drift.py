@@ -229,7 +229,8 @@ def test_labelled_completions_give_probe_pairs_held_back_by_prompt(tiny_model_di
 
 def test_labelled_probe_sources(tiny_model_dir, tmp_path, caplog):
     """A labelled eval set gives the probes (training keeps every row); more probes asked than
-    prompts hold back all but the first prompt; a given probe set without a pair is an error; a
+    prompts hold back all but the first prompt; a given labelled probe set without a pair (the
+    loop passes its samples) is a warning and no measurement, unlabelled completions an error; a
     fractional label (no correct/incorrect split) is a warning and no measurement."""
     from align.trainers import ImplicitPRMConfig, ImplicitPRMTrainer
     from tests.trainers.test_implicit_prm import labelled_dataset
@@ -246,8 +247,11 @@ def test_labelled_probe_sources(tiny_model_dir, tmp_path, caplog):
     assert len(drift.probes) == 3 and len(trainer.train_dataset) == 8
     drift, trainer = bound(labelled_dataset(4), num_probes=8)
     assert len(drift.probes) == 3 and len(trainer.train_dataset) == 2
-    with pytest.raises(ValueError, match="the probe dataset holds no"):
-        bound(labelled_dataset(4), probe_dataset=labelled_dataset(4, one_per_prompt=True))
+    with caplog.at_level("WARNING", logger="align.callbacks.drift"):
+        drift, _ = bound(labelled_dataset(4), probe_dataset=labelled_dataset(4, one_per_prompt=True))
+    assert drift.probes is None and "not measured: no prompt of the probe dataset has both" in caplog.text
+    with pytest.raises(ValueError, match="holds neither .* pairs nor single completions with 0/1 labels"):
+        bound(labelled_dataset(4), probe_dataset=labelled_dataset(4).remove_columns("label"))
     soft = labelled_dataset(2).map(lambda row, i: {"label": 0.5 if i == 3 else row["label"]}, with_indices=True)
     with caplog.at_level("WARNING", logger="align.callbacks.drift"):
         drift, trainer = bound(soft)

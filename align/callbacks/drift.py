@@ -33,7 +33,8 @@ class LikelihoodDriftCallback(TrainerCallback):
     completion as "chosen" and its first incorrect one as "rejected"; held back from training,
     every row of a probe's prompt leaves the training set (at least one row stays). When no prompt
     has both a correct and an incorrect completion (e.g. one completion per prompt), a warning
-    says so and nothing is measured; a given ``probe_dataset`` without a pair is an error. Each
+    says so and nothing is measured (the runner and the loop add this callback by default); a
+    given ``probe_dataset`` of another kind (lists, unlabelled completions) is an error. Each
     measurement is
 
     - logged through the Trainer as ``drift/<metric>`` (so every ``report_to`` integration gets it),
@@ -97,10 +98,10 @@ class LikelihoodDriftCallback(TrainerCallback):
                 tokenizer = trainer.processing_class
                 data = tokenize_for_training(self.probe_dataset, "probe", None, (), tokenizer, trainer.args)
                 probes, source = _probe_pairs(data), "the given probe dataset"
-                if not probes:
+                if probes is None:
                     raise ValueError(
-                        "LikelihoodDriftCallback: the probe dataset holds no (chosen, rejected) pair: give pairs, or "
-                        "single completions with 0/1 labels where some prompt has a correct and an incorrect one"
+                        "LikelihoodDriftCallback: the probe dataset holds neither (chosen, rejected) pairs nor single "
+                        f"completions with 0/1 labels (columns: {', '.join(data.column_names)})"
                     )
             elif probes := _probe_pairs(evaluation):
                 source = "the eval dataset"
@@ -125,10 +126,13 @@ class LikelihoodDriftCallback(TrainerCallback):
             logger.warning("likelihood drift: not measured: %s", err)
             return
         if not probes:
+            # Not an error: the runner and the loop add this callback by default, and a run whose
+            # samples are all right (or all wrong) for every prompt still trains.
             logger.warning(
-                "likelihood drift: not measured: no prompt of the eval or training data has both a correct and an "
-                "incorrect completion (one completion per prompt?), so there is no (chosen, rejected) probe pair; give "
-                "probe pairs with --eval_dataset or LikelihoodDriftCallback(probe_dataset=...), or --drift false"
+                "likelihood drift: not measured: no prompt of %s has both a correct and an incorrect completion (one "
+                "completion per prompt?), so there is no (chosen, rejected) probe pair; give probe pairs with "
+                "--eval_dataset or LikelihoodDriftCallback(probe_dataset=...), or --drift false",
+                "the probe dataset" if self.probe_dataset is not None else "the eval or training data",
             )
             return
         self.probes = probes.select(range(min(self.num_probes, len(probes))))
