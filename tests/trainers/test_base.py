@@ -7,11 +7,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from align.trainers import PreferenceConfig, RPOConfig, RPOTrainer
+from align.trainers import PreferenceConfig, PreferenceTrainer, RPOConfig, RPOTrainer
 from tests.trainers.common import pair_dataset
 
 
-def config(tmp_path, **overrides):
+def config(tmp_path, config_cls=None, **overrides):
     base = dict(
         output_dir=str(tmp_path / "out"),
         per_device_train_batch_size=4,
@@ -25,7 +25,7 @@ def config(tmp_path, **overrides):
         seed=0,
         disable_tqdm=True,
     )
-    return RPOConfig(**{**base, **overrides})
+    return (config_cls or RPOConfig)(**{**base, **overrides})
 
 
 def load(model_dir, seed_offset=0):
@@ -386,3 +386,27 @@ def test_precomputed_reference_comes_from_the_named_reference_model(tiny_model_d
         losses[reference] = trainer.evaluate()
     assert losses["precomputed"]["eval_loss"] == pytest.approx(losses["model"]["eval_loss"], abs=1e-6)
     assert abs(losses["model"]["eval_rewards/margins"]) > 1e-3  # the reference really differs from the policy
+
+
+@pytest.mark.parametrize("objective", ["dpo", "sppo", "sppo_single", "sppo_hard"])
+def test_pair_objectives_train_end_to_end_by_name(objective, tiny_model_dir, tmp_path):
+    """Each pair objective, named in the config, trains: the loss falls and the chosen completions'
+    log-ratio Δ = log π_θ − log π_ref ends above the rejected ones' on every training pair."""
+    from align.trainers import SPPOConfig, SPPOTrainer
+
+    model, tok = load(tiny_model_dir)
+    data = pair_dataset(8).map(lambda row: {"win_rates": [0.8, 0.2], "pair_prob": 0.8})
+    if objective == "dpo":
+        trainer_cls, args = PreferenceTrainer, config(tmp_path, PreferenceConfig, objective="dpo", max_steps=15)
+    else:
+        trainer_cls, args = SPPOTrainer, config(tmp_path, SPPOConfig, objective=objective, beta=0.1, max_steps=15)
+    args.per_device_train_batch_size = 8
+    trainer = trainer_cls(model, args, data, data, tok)
+    assert trainer.objective.name == objective
+    start = trainer.evaluate()["eval_loss"]
+    trainer.train()
+    assert trainer.evaluate()["eval_loss"] < start - 0.1
+    batch = trainer._prepare_inputs(next(iter(trainer.get_eval_dataloader())))
+    with torch.no_grad():
+        delta = trainer.completion_groups(trainer.model, batch).logratios()
+    assert (delta[:, 0] > delta[:, 1]).all(), delta
