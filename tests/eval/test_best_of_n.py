@@ -195,6 +195,41 @@ def test_step_error_detection_by_hand():
         step_error_detection([(scored("ab", [0, 1]), Check(list("ab"), 3))])
 
 
+def test_the_implicit_prm_split_meets_the_multistep_checker():
+    """The multistep task's checker and the implicit PRM's step split (newline, "####" answer line) give
+    the same steps, so the detection aligns them; the PRM's default blank-line split is a mismatch."""
+    import re
+
+    # align/data/multistep.py was still uncommitted when this test was written: run once it is there
+    check_solution = pytest.importorskip("align.data.multistep").check_solution
+    from align.rewards.implicit_prm import SPLITS, split_steps
+
+    row = {"answer": "1", "steps": [{"a": 2, "op": "*", "b": 3, "result": 6}, {"a": 6, "op": "+", "b": 2, "result": 8},
+                                     {"a": 8, "op": "-", "b": 7, "result": 1}]}  # fmt: skip
+    answer_line = re.compile("####")
+
+    def prm_steps(text, split="newline", rewards=()):
+        steps = split_steps(text, re.compile(SPLITS[split]), answer_line).steps
+        rewards = list(rewards) or [0.0] * len(steps)
+        return StepScores(steps, rewards, sum(rewards), min(rewards))
+
+    wrong_second = "2 * 3 = 6\n6 + 2 = 9\n9 - 7 = 2\n#### 2"  # first wrong step: 1
+    wrong_first = "2 * 3 = 5\n\n 5 + 2 = 7\n7 - 7 = 0\n#### 0"  # first wrong step: 0 (a blank line between)
+    stopped = "2 * 3 = 6\n6 + 2 = 8\n#### 8"  # every step right, one missing: no wrong step to find
+    checks = [check_solution(row, text) for text in (wrong_second, wrong_first, wrong_second, stopped)]
+    assert [c.first_wrong for c in checks] == [1, 0, 1, None] and not any(c.final_correct for c in checks)
+    cases = [
+        (prm_steps(wrong_second, rewards=[0.1, -0.5, -0.2]), checks[0]),  # lowest 1 = f: hit
+        (prm_steps(wrong_first, rewards=[0.0, -1.0, 0.3]), checks[1]),  # lowest 1 > f = 0: miss
+        (prm_steps(wrong_second, split="blank_line"), checks[2]),  # one step against three: mismatched
+        (prm_steps(stopped), checks[3]),
+    ]
+    result = step_error_detection(cases)
+    assert (result["mismatched"], result["unlocated"], result["evaluated"]) == (1, 1, 2)
+    assert (result["prm_first_wrong"], result["prm_at_or_before"]) == (0.5, 0.5)
+    assert result["random_first_wrong"] == pytest.approx(1 / 3) and result["random_at_or_before"] == pytest.approx(0.5)
+
+
 # -- end to end -------------------------------------------------------------------------------------
 
 
