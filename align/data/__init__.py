@@ -21,6 +21,7 @@ from align.data.formats import (
 )
 from align.data.gsm8k import corrupt_solution, final_answer, gsm8k_pairs, load_gsm8k
 from align.data.loading import dataset_kind, load_preference_dataset, read_rows
+from align.data.multistep import StepCheck, builtin_multistep, check_solution, multistep_problems, step_spans
 from align.data.prepare import prepare_preference_dataset
 from align.data.render import chat_ids, prompt_ids
 from align.data.split import split_held_out
@@ -34,11 +35,14 @@ __all__ = [
     "PER_EXAMPLE_FIELDS",
     "DataValidationError",
     "PreferenceCollator",
+    "StepCheck",
     "arithmetic_problems",
     "builtin_arithmetic",
+    "builtin_multistep",
     "chat_ids",
     "check_chat_template",
     "check_kind",
+    "check_solution",
     "corrupt_solution",
     "dataset_kind",
     "detect_kind",
@@ -48,11 +52,13 @@ __all__ = [
     "load_gsm8k",
     "load_preference_dataset",
     "load_prompt_dataset",
+    "multistep_problems",
     "normalize_rows",
     "prepare_preference_dataset",
     "prompt_ids",
     "read_rows",
     "split_held_out",
+    "step_spans",
     "tokenize_dataset",
     "tokenize_row",
     "write_jsonl",

@@ -100,10 +100,16 @@ def read_rows(
 
 def _builtin_rows(source: str, split: str) -> list[dict]:
     from align.data.gsm8k import builtin_gsm8k_pairs, builtin_gsm8k_prompts
+    from align.data.multistep import builtin_multistep
     from align.data.tasks import builtin_arithmetic
 
-    # gsm8k_pairs: preference pairs; gsm8k, arithmetic: prompt rows (prompt/answer/solution) for loops.
-    builtins = {"gsm8k_pairs": builtin_gsm8k_pairs, "gsm8k": builtin_gsm8k_prompts, "arithmetic": builtin_arithmetic}
+    # gsm8k_pairs: preference pairs; gsm8k, arithmetic, multistep: prompt rows (prompt/answer/solution) for loops.
+    builtins = {
+        "gsm8k_pairs": builtin_gsm8k_pairs,
+        "gsm8k": builtin_gsm8k_prompts,
+        "arithmetic": builtin_arithmetic,
+        "multistep": builtin_multistep,
+    }
     key = source.removeprefix(BUILTIN_PREFIX)
     if key not in builtins:
         raise ValueError(f"unknown dataset {source!r}; known: {', '.join(BUILTIN_PREFIX + k for k in builtins)}")
