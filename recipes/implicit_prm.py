@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None):
     if loop_args.iterations == 1:
         loop = OnPolicyLoop(
             loop_args=loop_args, training_args=training_args, model_args=model_args, drift_args=drift_args,
-            benchmark_args=benchmark_args, trainer_cls=ImplicitPRMTrainer, method=f"implicit_prm/{training_args.objective}",
-            default_builder=BUILDERS[training_args.objective],
+            benchmark_args=benchmark_args, trainer_cls=ImplicitPRMTrainer,
+            method=f"implicit_prm/{training_args.objective}", default_builder=BUILDERS[training_args.objective],
             stages=(Generate(), Judge(), BuildDataset(), Train(), BestOfN(bon_args)),
         )  # fmt: skip
         summaries = loop.run()

@@ -30,7 +30,7 @@ from align.data import read_rows
 from align.io import read_jsonl
 from align.loops.builders import check_builder, get_builder
 from align.loops.run import RunFolder, atomic_write_json, check_output_dir, read_json, run_config
-from align.loops.stages import DEFAULT_STAGES, IterationState, Stage
+from align.loops.stages import DEFAULT_STAGES, IterationState, Stage, StageConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class LoopArguments:
     num_eval_prompts: int = field(default=64, metadata={"help": "Held-out prompts evaluated after each iteration."})
     judge: str = field(
         default="gsm8k_verifier",
-        metadata={"help": "align.rewards plug-in: a verifier, reward model or pairwise judge."},
+        metadata={"help": "align.rewards plug-in: a verifier, reward model, process reward model or pairwise judge."},
     )
     judge_options: str = field(
         default="{}", metadata={"help": "JSON options for the judge, e.g. '{\"batch_size\": 8}'."}
@@ -80,6 +80,11 @@ class LoopArguments:
     )
     start_over: bool = field(
         default=False, metadata={"help": "Delete a run folder made by a different config and restart."}
+    )
+    stop_after: str | None = field(
+        default=None,
+        metadata={"help": "End the run after this stage, in the first iteration with stages still to run after it "
+                  "(e.g. 'dataset': sample and label only)."},
     )
 
     def __post_init__(self) -> None:
@@ -164,6 +169,10 @@ class OnPolicyLoop:
         names = [stage.name for stage in stages]
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be unique, got {names}")
+        if loop_args.stop_after is not None and loop_args.stop_after not in names:
+            raise StageConfigError(
+                f"--stop_after {loop_args.stop_after!r} is not a stage of this run: {', '.join(names)}"
+            )
         self.stages = tuple(stages)
         # not part of the run's config: adding a benchmark to a finished run re-runs only that stage
         self.benchmark_args = benchmark_args
@@ -173,8 +182,8 @@ class OnPolicyLoop:
     # -- setup ---------------------------------------------------------------------------------
 
     def config(self) -> dict:
-        # how to start is not what the run is; the builder is, also when it is the recipe's default
-        loop = dataclasses.replace(self.loop_args, start_over=False, dataset_builder=self.builder_name)
+        # how to start or where to stop is not what the run is; the builder is, also the recipe's default
+        loop = dataclasses.replace(self.loop_args, start_over=False, stop_after=None, dataset_builder=self.builder_name)
         return run_config(self.method, self.training_args, self.model_args, self.drift_args, loop=loop)
 
     def _barrier(self) -> None:
@@ -373,14 +382,24 @@ class OnPolicyLoop:
         for t in range(la.iterations):
             state = IterationState(self, run, run.iteration(t), _iteration_slice(prompts, t, la.prompts_per_iteration),
                                    eval_rows, tokenizer, judge)  # fmt: skip
-            for stage in self.stages:
+            stop = False
+            for i, stage in enumerate(self.stages):
                 if stage.applies(state) and not stage.done(state):
                     logger.info("iteration %d: %s", t, stage.name)
                     stage.run(state)
+                if stage.name == la.stop_after:
+                    stop = any(s.applies(state) and not s.done(state) for s in self.stages[i + 1 :])
+                    if stop:
+                        break
             state.release()
             summaries.append(self.summary(run, t))
             if self.main:
                 print(self.table(run, t + 1), flush=True)
+            if stop:
+                if self.main:
+                    print(f"{run.root}: stopped after the {la.stop_after} stage as asked; its files are in "
+                          f"{state.it.path.resolve()}", flush=True)  # fmt: skip
+                return summaries
         if self.main:
             print(f"{run.root}: {la.iterations} iterations finished; the last model is in "
                   f"{run.iteration(la.iterations - 1).model_dir.resolve()}", flush=True)  # fmt: skip

@@ -220,7 +220,8 @@ class Train(Stage):
     name = "train"
 
     def run(self, state: IterationState) -> None:
-        state.trainer, metrics = state.loop.train(state.it, state.policy(), state.tokenizer, read_jsonl(state.it.dataset))
+        rows = read_jsonl(state.it.dataset)
+        state.trainer, metrics = state.loop.train(state.it, state.policy(), state.tokenizer, rows)
         if state.main:
             state.it.finish(self.name, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         state.barrier()
@@ -275,11 +276,12 @@ class BestOfNArguments:
 
     best_of_n: str = field(default="1,4,16", metadata={"help": "The N values, comma-separated ('' for no best-of-N)."})
     best_of_n_samples: int | None = field(
-        default=None, metadata={"help": "Samples M per problem (default the largest N); N < M averages disjoint blocks."}
+        default=None,
+        metadata={"help": "Samples M per problem (default the largest N); N < M averages disjoint blocks."},
     )
     prm_options: str = field(
         default='{"split": "newline", "final_answer": "####"}',
-        metadata={"help": "JSON options of the implicit_prm scorer (split, aggregate, beta, final_answer, batch_size)."},
+        metadata={"help": "JSON options of the implicit_prm scorer (split, aggregate, beta, final_answer, ...)."},
     )
     step_checker: str | None = field(
         default=None,
@@ -334,6 +336,18 @@ class BestOfN(Stage):
     def applies(self, state: IterationState) -> bool:
         return bool(state.eval_rows) and bool(self.args.n_values())
 
+    def settings(self) -> str:
+        from dataclasses import asdict
+
+        from align.io import fingerprint
+
+        return fingerprint(asdict(self.args))
+
+    def done(self, state: IterationState) -> bool:
+        # not part of the run's config, like a benchmark: other best-of-N settings run the stage
+        # again on a finished run (the samples and scores it can reuse are cached)
+        return state.it.done(self.name) and state.it.summary(self.name).get("settings") == self.settings()
+
     def check(self, loop: OnPolicyLoop) -> None:
         if self.args.n_values() and loop.judge_kind != "verifier":
             raise StageConfigError(
@@ -354,7 +368,8 @@ class BestOfN(Stage):
                                max_new_tokens=la.max_new_tokens, batch_size=la.generation_batch_size,
                                seed=loop.training_args.seed)  # fmt: skip
         # the rows as the dataset has them (a step checker may need more than prompt and answer)
-        rows = [row for _, part in read_rows(la.eval_prompts, la.eval_prompts_split) for row in part][: len(state.eval_rows)]
+        rows = [row for _, part in read_rows(la.eval_prompts, la.eval_prompts_split) for row in part]
+        rows = rows[: len(state.eval_rows)]
         generator = loop.load_policy(state.run, 0)  # π_0 afresh: training attached its adapter to the policy
         prm = load_reward(f"implicit_prm:{state.it.model_dir}", **self.args.prm_kwargs()) if state.main else None
         result = run_best_of_n(
@@ -367,9 +382,10 @@ class BestOfN(Stage):
         del generator, prm
         if state.main:
             table = result["best_of_n"]
-            summary = {"problems": len(rows), "accuracy": table.get("accuracy", {})}
+            summary = {"problems": len(rows), "settings": self.settings(), "accuracy": table.get("accuracy", {})}
             if result["step_errors"] is not None:
-                summary["step_errors"] = {k: v for k, v in result["step_errors"].items() if not isinstance(v, (list, dict))}
+                errors = result["step_errors"]
+                summary["step_errors"] = {k: v for k, v in errors.items() if not isinstance(v, (list, dict))}
             state.it.finish(self.name, summary)
             print(best_of_n_markdown(table), flush=True)
             if result["step_errors"] is not None:

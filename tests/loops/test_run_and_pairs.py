@@ -83,10 +83,11 @@ def test_labelled_singles_carry_the_verdict_and_need_a_verifier():
     from align.loops import labelled_singles
 
     rows, stats = labelled_singles([verdicts(["a", "b", "a"], [True, False, True])])
-    assert [(r["completion"][0]["content"], r["label"]) for r in rows] == [("a", 1), ("b", 0)]
+    assert [(r["completion"][0]["content"], r["label"]) for r in rows] == [("a", 1), ("b", 0), ("a", 1)]
     assert rows[0]["prompt"] == [{"role": "user", "content": "p"}]
-    assert stats == {"prompts": 1, "rows": 2, "correct": 1}
-    assert len(labelled_singles([verdicts(["a", "b", "a"], [True, False, True])], dedupe=False)[0]) == 3
+    assert stats == {"prompts": 1, "rows": 3, "correct": 2}
+    deduped, stats = labelled_singles([verdicts(["a", "b", "a"], [True, False, True])], dedupe=True)
+    assert [r["label"] for r in deduped] == [1, 0] and stats["correct"] == 1
     with pytest.raises(ValueError, match="labelled needs a verifier"):
         labelled_singles([{"prompt": "p", "completions": ["a"], "win_rates": [0.5]}])
 

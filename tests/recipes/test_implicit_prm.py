@@ -47,7 +47,8 @@ def run(setup, recipe: str, out: Path, **overrides) -> subprocess.CompletedProce
         "disable_tqdm": "true", "seed": "0",
     }  # fmt: skip
     if recipe == "implicit_prm":
-        args.update({"best_of_n": "1,2,4", "prm_options": '{"split": "newline", "batch_size": 8}', "step_checker": ""})
+        args.update({"objective": "implicit_prm_ce", "best_of_n": "1,2,4", "step_checker": "",
+                     "prm_options": '{"split": "newline", "batch_size": 8}'})  # fmt: skip
     args.update(overrides)
     argv = [x for key, value in args.items() if value is not None for x in (f"--{key}", value)]
     env = {**os.environ, "PYTHONPATH": f"{root / 'plugins'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
@@ -141,6 +142,49 @@ def test_more_than_one_iteration_is_refused_before_anything_runs(setup, tmp_path
 
 
 def test_best_of_n_without_a_verifier_is_refused_before_the_run_folder_is_written(setup, tmp_path):
-    result = run(setup, "implicit_prm", tmp_path / "x", judge="toy_verifier:parity_verifier", judge_options='{"kind": "reward"}')
+    result = run(setup, "implicit_prm", tmp_path / "x", judge_options='{"kind": "reward"}')
     assert result.returncode == 2, result.stderr[-3000:]
     assert "best_of_n needs a verifier as --judge" in result.stderr and not (tmp_path / "x").exists()
+
+
+def test_stop_after_dataset_writes_the_labelled_set_and_a_rerun_goes_on(setup, tmp_path):
+    out = tmp_path / "data"
+    result = run(setup, "implicit_prm", out, stop_after="dataset")
+    assert result.returncode == 0, result.stderr[-3000:]
+    it = out / "iteration-00"
+    assert list(json.loads((it / "manifest.json").read_text())["stages"]) == ["generate", "judge", "dataset"]
+    assert lines(it / "dataset.jsonl") and not (it / "model").exists()
+    assert "stopped after the dataset stage" in result.stdout
+    bad = run(setup, "implicit_prm", out, stop_after="evaluate")
+    assert bad.returncode == 2 and "--stop_after 'evaluate' is not a stage of this run" in bad.stderr
+    again = run(setup, "implicit_prm", out, best_of_n="")  # the same run (stop_after is not its config) goes on
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (it / "model" / "implicit_prm.json").exists()
+
+
+def labelled_file(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def labelled_row(i: int, label) -> dict:
+    return {"prompt": [{"role": "user", "content": f"Start with {i}. Add 2."}],
+            "completion": [{"role": "assistant", "content": f"{i} + 2 = {i + 2 - (label == 0)}\n#### {i + 2}"}],
+            "label": label}  # fmt: skip
+
+
+def test_a_bad_labelled_dataset_names_the_file_row_and_field_before_the_model_loads(setup, tmp_path):
+    data = labelled_file(tmp_path / "labelled.jsonl", [labelled_row(1, 1), labelled_row(2, 0), labelled_row(3, 2)])
+    result = run(setup, "implicit_prm", tmp_path / "x", iterations="0", dataset=str(data),
+                 model_name_or_path="missing/model")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "labelled.jsonl" in result.stderr and "row 2" in result.stderr and "'label'" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_iterations_0_trains_on_a_labelled_file(setup, tmp_path):
+    data = labelled_file(tmp_path / "labelled.jsonl", [labelled_row(i, i % 2) for i in range(12)])
+    out = tmp_path / "trained"
+    result = run(setup, "implicit_prm", out, iterations="0", dataset=str(data), num_eval="0", max_steps="2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "implicit_prm.json").read_text())["objective"] == "implicit_prm_ce"
