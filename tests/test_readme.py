@@ -60,8 +60,9 @@ SHORTEN = {
     "data/gsm8k_pairs.py": "",
     "data/arithmetic_task.py": "",
     "data/multistep_task.py": "",
+    # CE: 2 short samples of 2 problems rarely hold a right and a wrong answer, the DPO default's pairs
     "recipes/implicit_prm.py": "--prompts_per_iteration 2 --num_eval_prompts 2 --num_samples 2 --max_new_tokens 8 "
-    f"--best_of_n 1,2 {TRAIN}",
+    f"--best_of_n 1,2 --objective implicit_prm_ce {TRAIN}",
     "eval/best_of_n.py": "--num_problems 2 --n 1,2 --max_new_tokens 16",
     "benchmarks/drift_comparison.py": "--methods dpo --max_steps 1 --num_eval 2 --no_overhead "
     "--work_dir outputs/drift_comparison",
@@ -89,8 +90,6 @@ NOT_RUN = {
     "Qwen/Qwen2.5-7B-Instruct --use_peft false --padding_free true --per_device_train_batch_size 2 "
     "--gradient_accumulation_steps 4 --learning_rate 5e-7": "8 GPUs, and a hub download of Qwen2.5-7B-Instruct",
     "python recipes/rpo.py ...": "an abbreviation: '...' stands for a recipe's arguments",
-    "accelerate launch --config_file accelerate_configs/zero3.yaml recipes/implicit_prm.py --config "
-    "recipes/configs/implicit_prm_paper.yaml": "8 GPUs, and a hub download of Llama-3.1-8B-Instruct",
     "tensorboard --logdir outputs/rpo-tracked/runs": "a web server that runs until stopped; the slow test checks "
     "that its --logdir holds event files, and tests/test_trackers.py reads such files back",
 }

@@ -102,8 +102,9 @@ class IterationState:
 
 
 class StageConfigError(ValueError):
-    """A stage cannot run with this loop's config (e.g. best-of-N without a verifier as the judge):
-    raised by :meth:`Stage.check` before the run folder is written or a model is loaded."""
+    """A stage cannot run with this loop's config: raised by :meth:`Stage.check` before the run
+    folder is written or a model is loaded (best-of-N without a verifier as the judge), or by a
+    stage whose inputs turned out too few (a dataset builder that made no rows)."""
 
 
 class Stage:
@@ -206,10 +207,10 @@ class BuildDataset(Stage):
         it = state.it
         if state.main:
             rows, stats = state.loop.build_dataset(read_jsonl(it.judged))
-            if not rows:
-                raise RuntimeError(
+            if not rows:  # a user's sizing, not a bug: one message, no traceback (align.cli.run_recipe)
+                raise StageConfigError(
                     f"iteration {state.t}: the dataset builder {state.loop.builder_name!r} made no rows from "
-                    f"{it.judged} ({stats}); more samples or prompts needed"
+                    f"{it.judged} ({stats}); more samples (--num_samples) or prompts (--prompts_per_iteration) needed"
                 )
             write_jsonl(rows, it.dataset)
             it.finish(self.name, {"builder": state.loop.builder_name, **stats})
