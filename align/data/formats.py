@@ -3,7 +3,7 @@
 Every objective reads the same internal row::
 
     {"prompt": str | list[message],            # message = {"role": str, "content": str}
-     "completions": [K × (str | list[message])],
+     "completions": [K × (str | list[message])],   # K = 2 for pairs, 1 for singles, ≥ 2 per list row
      # optional, one float per completion (K values):
      "labels", "scores", "win_rates", "returns", "ref_logps",
      # optional, one float per example (pairs only):
@@ -16,7 +16,10 @@ Accepted inputs (``kind``):
   full conversations; the shared prefix becomes the prompt via ``trl.data_utils.maybe_extract_prompt``).
   completions = [chosen, rejected]. Optional ``win_rates`` (P̂_w, P̂_l), ``pair_prob``, ``scores``,
   ``ref_chosen_logps``/``ref_rejected_logps`` (→ ``ref_logps``).
-- ``"list"``: ``prompt`` + ``completions`` (K ≥ 2, the same K on every row) + optional per-completion lists.
+- ``"list"``: ``prompt`` + ``completions`` (K ≥ 2 on each row; K may differ between rows, e.g. a
+  different number of samples per prompt: :class:`~align.data.PreferenceCollator` pads a batch to
+  its largest K and marks the real completions in ``group_mask``) + optional per-completion lists
+  (the row's K values each).
 - ``"single"``: ``prompt`` + ``completion`` + optional ``label`` (→ ``labels = [label]``); TRL's
   unpaired-preference (KTO) format.
 
@@ -328,9 +331,10 @@ def _identical(identical_pairs: str) -> None:
 
 
 def _row_signature(out: dict) -> tuple:
-    """What every row of one dataset must share: K (for lists), the message format, the optional fields."""
+    """What every row of one dataset must share: the message format and the optional fields (not K:
+    the collator pads a batch's lists to its largest K and masks the rest)."""
     fields = tuple(name for name in (*PER_COMPLETION_FIELDS, *PER_EXAMPLE_FIELDS) if name in out)
-    return len(out["completions"]), isinstance(out["prompt"], list), fields
+    return isinstance(out["prompt"], list), fields
 
 
 def normalize_rows(
@@ -476,11 +480,7 @@ def _probe_chat_template(probes: dict[str, tuple[str, dict]], tokenizer) -> None
 
 
 def _check_consistent(signature: tuple, reference: tuple, where: str) -> None:
-    (k, conv, fields), (k0, conv0, fields0) = signature, reference
-    if k != k0:
-        raise _FieldError(
-            "completions", f"row has {k} completions but {where} had {k0} (K must be the same on every row)"
-        )
+    (conv, fields), (conv0, fields0) = signature, reference
     if conv != conv0:
         style = {True: "conversational", False: "standard (string)"}
         raise _FieldError("prompt", f"row is {style[conv]} but {where} is {style[conv0]}")

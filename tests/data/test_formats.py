@@ -178,12 +178,27 @@ CASES = {
         "log-probability 1.5 > 0",
     ),
     "half of ref logps": ([{**PAIR, "ref_chosen_logps": -1.5}], None, 0, "ref_rejected_logps", "missing"),
-    "K mismatch": (
-        [LIST, LIST, {**LIST, "completions": ["a", "b", "c"]}],
+    # K may differ between list rows; a row's per-completion values must still match its own K
+    "bad completion among ragged lists": (
+        [LIST, {**LIST, "completions": ["a", "b"]}, {**LIST, "completions": ["a", " ", "c"]}],
         "list",
         2,
-        "completions",
-        "row has 3 completions but row 0 had 4",
+        "completions[1]",
+        "empty completion",
+    ),
+    "returns of another row's K": (
+        [{**LIST, "returns": [1, 2, 3, 4]}, {"prompt": "Q", "completions": ["a", "b", "c"], "returns": [1, 2, 3, 4]}],
+        "list",
+        1,
+        "returns",
+        "has 4 values but the row has 3 completions",
+    ),
+    "returns on some ragged rows": (
+        [{**LIST, "returns": [1, 2, 3, 4]}, {"prompt": "Q", "completions": ["a", "b"]}],
+        "list",
+        1,
+        "returns",
+        "missing here but present in row 0",
     ),
     "list of one": ([{**LIST, "completions": ["a"]}], "list", 0, "completions", "at least 2 completions"),
     "completions not a list": ([{**LIST, "completions": "a"}], "list", 0, "completions", "expected a list"),

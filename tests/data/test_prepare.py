@@ -56,6 +56,44 @@ def test_a_list_of_two_is_not_taken_for_a_pair():
         load_preference_dataset(lists, kind="pair")
 
 
+def _ragged_lists(conversational: bool) -> list[dict]:
+    """Lists of K = 2, 4, 3 completions, one return each."""
+
+    def text(content, role):
+        return [{"role": role, "content": content}] if conversational else content
+
+    return [
+        {"prompt": text(f"What is {i} + {i}?", "user"), "completions": [text(f" {2 * i + j}", "assistant") for j in range(k)],
+         "returns": [float(j) for j in range(k)]}
+        for i, k in enumerate((2, 4, 3))
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("conversational", [False, True], ids=["standard", "conversational"])
+def test_lists_of_different_k_tokenize_and_collate(tiny_tokenizer, conversational):
+    """Each row keeps its own K through Arrow, tokenizing and collating: group_mask marks the real
+    completions, the returns sit under them, and each sequence is its prompt + its completion."""
+    from align.data import PreferenceCollator
+    from align.data.tokenize import tokenize_row
+
+    rows = _ragged_lists(conversational)
+    tokenized, stats = prepare_preference_dataset(Dataset.from_list(rows), tiny_tokenizer, kind="list", max_length=None)
+    assert dataset_kind(tokenized) == "list" and stats["rows_out"] == 3
+    assert [len(c) for c in tokenized["completion_ids"]] == [2, 4, 3]
+    assert tokenized["returns"] == [r["returns"] for r in rows]
+    for i, row in enumerate(rows):  # each row tokenized as on its own
+        prompt, completions = tokenize_row(row, tiny_tokenizer)
+        assert tokenized[i]["prompt_ids"] == prompt and tokenized[i]["completion_ids"] == completions
+
+    batch = PreferenceCollator(tiny_tokenizer.pad_token_id)(list(tokenized))
+    assert batch["group_mask"].tolist() == [[True, True, False, False], [True] * 4, [True, True, True, False]]
+    assert batch["returns"].tolist() == [[0, 1, 0, 0], [0, 1, 2, 3], [0, 1, 2, 0]]
+    assert batch["input_ids"].shape[0] == 9  # 2 + 4 + 3 sequences, row-major
+    sequences = [r["prompt_ids"] + c for r in tokenized for c in r["completion_ids"]]
+    for seq, ids, mask in zip(sequences, batch["input_ids"].tolist(), batch["attention_mask"].tolist()):
+        assert ids[: sum(mask)] == seq
+
+
 def test_tokenized_elsewhere_is_checked_by_group_size(tiny_tokenizer):
     tokenized = Dataset.from_dict({"prompt_ids": [[1, 2], [3]], "completion_ids": [[[4], [5]], [[6], [7], [8]]]})
     with pytest.raises(DataValidationError, match=r"needs a 'pair' dataset but 1 tokenized rows .* \(rows \[1\]\)"):
