@@ -2,9 +2,11 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from datasets import Dataset
 from trl.trainer.utils import add_fused_lm_head
 
 from align.callbacks import (
@@ -20,7 +22,7 @@ from align.callbacks import (
 )
 from align.data import PreferenceCollator, prepare_preference_dataset
 from align.trainers import RPOTrainer, completion_logps
-from tests.trainers.common import pair_dataset
+from tests.trainers.common import QUESTIONS, pair_dataset
 from tests.trainers.test_base import config, load
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -31,6 +33,32 @@ def tokenized(tiny_model_dir):
     _, tok = load(tiny_model_dir)
     rows, _ = prepare_preference_dataset(pair_dataset(6), tok, kind="pair", max_length=128)
     return rows, tok
+
+
+def mean_pair_logps(model, rows, pad_token_id: int) -> tuple[float, float]:
+    """The mean summed log-prob of the chosen and of the rejected completions of tokenized pairs,
+    recomputed apart from the callback."""
+    with torch.no_grad():
+        batch = PreferenceCollator(pad_token_id, padding_free=False)(list(rows))
+        logps = completion_logps(model, batch)["logps_sum"].double()
+    return logps[0::2].mean().item(), logps[1::2].mean().item()
+
+
+def read_records(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "likelihood_drift.jsonl").read_text().splitlines()]
+
+
+def train_against_recomputation(trainer, probes) -> list[dict]:
+    """Train; the step-0 and the final record hold the log-probs of ``probes`` recomputed before
+    and after. Returns the records."""
+    pad = trainer.processing_class.pad_token_id
+    before = mean_pair_logps(trainer.model, probes, pad)
+    trainer.train()
+    records = read_records(Path(trainer.args.output_dir))
+    after = mean_pair_logps(trainer.model, probes, pad)
+    assert (records[0]["chosen_logps"], records[0]["rejected_logps"]) == pytest.approx(before, abs=1e-4)
+    assert (records[-1]["chosen_logps"], records[-1]["rejected_logps"]) == pytest.approx(after, abs=1e-4)
+    return records
 
 
 def test_ches_is_the_formula_on_hand_built_hidden_states():
@@ -211,19 +239,9 @@ def test_labelled_completions_give_probe_pairs_held_back_by_prompt(tiny_model_di
     assert drift.probes["completion_ids"] == [[completions[i][0], completions[i + 1][0]] for i in (8, 10)]
     assert trainer.train_dataset["completion_ids"] == singles.select(range(8))["completion_ids"]
 
-    def pair_logps():
-        with torch.no_grad():
-            batch = PreferenceCollator(tok.pad_token_id, padding_free=False)(list(singles.select(range(8, 12))))
-            logps = completion_logps(trainer.model, batch)["logps_sum"].double()
-        return logps[0::2].mean().item(), logps[1::2].mean().item()  # correct, incorrect
-
-    before = pair_logps()
-    trainer.train()
-    records = [json.loads(line) for line in (tmp_path / "out" / "likelihood_drift.jsonl").read_text().splitlines()]
+    probes = singles.select(range(8, 12))  # (correct, incorrect) of prompts 4 and 5, as the singles they were
+    records = train_against_recomputation(trainer, probes)
     assert [r["step"] for r in records] == [0, 1, 2]
-    after = pair_logps()
-    assert (records[0]["chosen_logps"], records[0]["rejected_logps"]) == pytest.approx(before, abs=1e-4)
-    assert (records[-1]["chosen_logps"], records[-1]["rejected_logps"]) == pytest.approx(after, abs=1e-4)
     assert records[-1]["chosen_change"] != 0.0
 
 
@@ -250,10 +268,142 @@ def test_labelled_probe_sources(tiny_model_dir, tmp_path, caplog):
     with caplog.at_level("WARNING", logger="align.callbacks.drift"):
         drift, _ = bound(labelled_dataset(4), probe_dataset=labelled_dataset(4, one_per_prompt=True))
     assert drift.probes is None and "not measured: no prompt of the probe dataset has both" in caplog.text
-    with pytest.raises(ValueError, match="holds neither .* pairs nor single completions with 0/1 labels"):
+    with pytest.raises(ValueError, match="holds neither .* pairs, lists of completions, nor single completions with"):
         bound(labelled_dataset(4), probe_dataset=labelled_dataset(4).remove_columns("label"))
     soft = labelled_dataset(2).map(lambda row, i: {"label": 0.5 if i == 3 else row["label"]}, with_indices=True)
     with caplog.at_level("WARNING", logger="align.callbacks.drift"):
         drift, trainer = bound(soft)
     assert drift.probes is None and "likelihood drift: not measured: train: row 3: field 'labels'" in caplog.text
     assert len(trainer.train_dataset) == 4
+
+
+# -- lists of K completions with returns (HAEPO's data) ------------------------------------------------
+
+# Hand-chosen returns, K = 3, 2, 4, 3, 2, 4, 2, 3: rows 1 and 6 are all equal (no probe); row 2 ties
+# its best (1, 2) and its worst (0, 3); row 3 ties its worst (0, 1). (best, worst) per row, or None.
+LIST_RETURNS = [[0.0, 1.0, 0.5], [2.0, 2.0], [1.0, 3.0, 3.0, 1.0], [-1.0, -1.0, 0.0], [0.0, 1.0],
+                [0.2, 0.1, 0.4, 0.3], [0.5, 0.5], [1.0, 0.0, 0.5]]  # fmt: skip
+BEST_WORST = [(1, 0), None, (1, 3), (2, 1), (1, 0), (2, 1), None, (0, 1)]
+
+
+def list_dataset(returns=LIST_RETURNS, field: str | None = "returns") -> Dataset:
+    """Conversational lists from QUESTIONS: completion k of row i is answer k of a few variants
+    of its right and wrong answer (all distinct), one return each."""
+
+    rows = []
+    for i, values in enumerate(returns):
+        question, right, wrong = QUESTIONS[i % len(QUESTIONS)]
+        answers = [right, wrong, f"{right} Done.", f"{wrong} Done."][: len(values)]
+        row = {"prompt": [{"role": "user", "content": question}],
+               "completions": [[{"role": "assistant", "content": a}] for a in answers]}  # fmt: skip
+        if field is not None:
+            row[field] = values
+        rows.append(row)
+    return Dataset.from_list(rows)
+
+
+def test_list_probe_pairs_take_the_best_and_the_worst_completion_of_each_row():
+    """First best, last worst; all-equal rows and a best equal to the worst in tokens give no pair;
+    returns rank before scores, scores alone rank too, neither gives no pair."""
+    from align.callbacks.drift import list_probe_pairs
+
+    completions = [[[10 * i + k, 7] for k in range(len(v))] for i, v in enumerate(LIST_RETURNS)]
+    completions[4] = [[40, 7], [40, 7]]  # a repeated sample judged twice: no preference between its tokens
+    scores = [[-r for r in v] for v in LIST_RETURNS]  # the opposite ranking: ignored while returns are there
+    data = Dataset.from_dict({"prompt_ids": [[i + 1] for i in range(8)], "completion_ids": completions,
+                              "returns": LIST_RETURNS, "scores": scores})  # fmt: skip
+    pairs, rows = list_probe_pairs(data)
+    expected = [i for i, bw in enumerate(BEST_WORST) if bw is not None and i != 4]
+    assert rows == expected == [0, 2, 3, 5, 7]
+    assert pairs["prompt_ids"] == [[i + 1] for i in expected]
+    assert pairs["completion_ids"] == [[completions[i][b] for b in BEST_WORST[i]] for i in expected]
+    assert pairs["returns"] == [[LIST_RETURNS[i][b] for b in BEST_WORST[i]] for i in expected]
+    assert all(r[0] > r[1] for r in pairs["returns"]) and all(s[0] < s[1] for s in pairs["scores"])
+
+    by_scores, rows = list_probe_pairs(data.remove_columns("returns"))
+    assert rows == [0, 2, 3, 5, 7]  # row 2 by scores -r: the first best is k=0, the last worst k=2
+    assert by_scores["completion_ids"][0] == [completions[0][0], completions[0][1]]
+    assert by_scores["completion_ids"][1] == [completions[2][0], completions[2][2]]
+    nothing, rows = list_probe_pairs(data.remove_columns(["returns", "scores"]))
+    assert len(nothing) == 0 and rows == []
+
+
+def haepo_config(tmp_path, **overrides):
+    from align.trainers import PreferenceConfig
+
+    return config(tmp_path, PreferenceConfig, objective="haepo", **overrides)
+
+
+def test_list_training_set_holds_back_probe_lists_and_trains_on_the_rest(tiny_model_dir, tmp_path):
+    """No eval set: the last two rows with a spread of returns (5 and 7; row 6 is all equal) become
+    the probes (best as chosen, worst as rejected) and leave training; the other six rows, K
+    ragged, train; the step-0 and final records equal a separate recomputation of those pairs."""
+    from align.trainers import PreferenceTrainer
+
+    model, tok = load(tiny_model_dir)
+    data = list_dataset()
+    lists, _ = prepare_preference_dataset(data, tok, kind="list", max_length=128)
+    drift = LikelihoodDriftCallback(num_probes=2, eval_steps=1, entanglement_every=0)
+    args = haepo_config(tmp_path, learning_rate=1e-2)
+    trainer = PreferenceTrainer(model, args, data, None, tok, callbacks=[drift])
+    completions = lists["completion_ids"]
+    pairs = [[completions[i][b] for b in BEST_WORST[i]] for i in (5, 7)]
+    assert drift.probes["completion_ids"] == pairs
+    assert drift.probes["prompt_ids"] == [lists[5]["prompt_ids"], lists[7]["prompt_ids"]]
+    assert trainer.train_dataset["completion_ids"] == lists.select([0, 1, 2, 3, 4, 6])["completion_ids"]
+
+    probes = [{"prompt_ids": lists[i]["prompt_ids"], "completion_ids": pair} for i, pair in zip((5, 7), pairs)]
+    records = train_against_recomputation(trainer, probes)
+    assert [r["step"] for r in records] == [0, 1, 2]
+    assert records[-1]["chosen_change"] != 0.0
+    assert (tmp_path / "out" / "likelihood_drift.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_list_probe_sources(tiny_model_dir, tmp_path, caplog):
+    """A given list probe set (the loop passes its first training rows) and a list eval set give
+    the probes, training keeps every row; lists of two are lists, not pairs (the best may come
+    second); one training row always stays; lists without returns or scores, with all-equal ones,
+    or a single training list are a warning and no measurement."""
+    from align.trainers import PreferenceTrainer
+
+    model, tok = load(tiny_model_dir)
+    args = haepo_config(tmp_path)
+    lists, _ = prepare_preference_dataset(list_dataset(), tok, kind="list", max_length=128)
+
+    def bound(train, evaluation=None, **options):
+        drift = LikelihoodDriftCallback(**options)
+        trainer = PreferenceTrainer(model, args, train, evaluation, tok, callbacks=[drift])
+        return drift, trainer
+
+    def best_worst(rows):
+        return [[lists[i]["completion_ids"][b] for b in BEST_WORST[i]] for i in rows]
+
+    drift, trainer = bound(list_dataset(), probe_dataset=list_dataset().select(range(4)), num_probes=4)
+    assert drift.probes["completion_ids"] == best_worst([0, 2, 3]) and len(trainer.train_dataset) == 8
+    drift, trainer = bound(list_dataset(), list_dataset(), num_probes=2)
+    assert drift.probes["completion_ids"] == best_worst([0, 2]) and len(trainer.train_dataset) == 8
+    twos = list_dataset([[0.0, 1.0], [1.0, 0.0]])  # K = 2 on every row
+    drift, _ = bound(list_dataset(), probe_dataset=twos)
+    first, second = prepare_preference_dataset(twos, tok, kind="list", max_length=128)[0]["completion_ids"]
+    assert drift.probes["completion_ids"] == [[first[1], first[0]], [second[0], second[1]]]
+    drift, trainer = bound(list_dataset([[0.0, 1.0], [1.0, 0.0, 2.0]]), num_probes=4)
+    assert len(drift.probes) == 1 and trainer.train_dataset["returns"] == [[0.0, 1.0]]
+
+    with caplog.at_level("WARNING", logger="align.callbacks.drift"):
+        drift, _ = bound(list_dataset(), probe_dataset=list_dataset(field=None))
+    assert drift.probes is None and "the lists of the probe dataset carry neither 'returns' nor 'scores'" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="align.callbacks.drift"):
+        drift, _ = bound(list_dataset(), probe_dataset=list_dataset(field="scores").select([1, 6]))
+    assert drift.probes is None and "no list of the probe dataset has completions with different scores" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="align.callbacks.drift"):
+        drift, trainer = bound(list_dataset([[2.0, 2.0], [1.0, 1.0, 1.0]]))
+    assert drift.probes is None
+    assert "no list of the eval or training data has completions with different returns" in caplog.text
+    assert len(trainer.train_dataset) == 2
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="align.callbacks.drift"):
+        drift, trainer = bound(list_dataset([[0.0, 1.0]]))
+    assert drift.probes is None and "the only list of the eval or training data is needed for training" in caplog.text
+    assert len(trainer.train_dataset) == 1

@@ -8,17 +8,18 @@ import logging
 import math
 from pathlib import Path
 
+from datasets import Dataset
 from transformers import TrainerCallback
 
 from align.callbacks.measure import PairMeasurement, drift_metrics, gradient_cosine, measure_pairs
 from align.callbacks.plot import plot_drift
-from align.data import DataValidationError, write_jsonl, write_text_atomic
+from align.data import PER_COMPLETION_FIELDS, DataValidationError, dataset_kind, write_jsonl, write_text_atomic
 from align.trainers.base import tokenize_for_training
 from align.trainers.implicit_prm import labelled_pairs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DRIFT_PREFIX", "LikelihoodDriftCallback"]
+__all__ = ["DRIFT_PREFIX", "LikelihoodDriftCallback", "list_probe_pairs"]
 
 DRIFT_PREFIX = "drift/"
 
@@ -26,16 +27,23 @@ DRIFT_PREFIX = "drift/"
 class LikelihoodDriftCallback(TrainerCallback):
     """Measure the probe pairs at step 0, every ``eval_steps`` and at the end of training.
 
-    Probes: ``probe_dataset`` (any pair dataset the trainers accept, raw or tokenized), else the
-    first ``num_probes`` pairs of the trainer's eval dataset, else ``num_probes`` pairs held back
-    from the training set (removed from it before training starts). Single completions with 0/1
-    ``labels`` (the implicit PRM's CE data) give probe pairs too: per prompt, its first correct
-    completion as "chosen" and its first incorrect one as "rejected"; held back from training,
-    every row of a probe's prompt leaves the training set (at least one row stays). When no prompt
-    has both a correct and an incorrect completion (e.g. one completion per prompt), a warning
-    says so and nothing is measured (the runner and the loop add this callback by default); a
-    given ``probe_dataset`` of another kind (lists, unlabelled completions) is an error. Each
-    measurement is
+    Probes: ``probe_dataset`` (raw or tokenized, any kind below), else the first ``num_probes``
+    pairs of the trainer's eval dataset, else ``num_probes`` pairs held back from the training set
+    (removed from it before training starts). Each kind of data gives (chosen, rejected) pairs:
+
+    - pairs, as they are; held back from training: the last ``num_probes`` pairs;
+    - single completions with 0/1 ``labels`` (the implicit PRM's CE data): per prompt, its first
+      correct completion as "chosen" and its first incorrect one as "rejected"; held back from
+      training, every row of a probe's prompt leaves the training set (at least one row stays);
+    - lists of K ≥ 2 completions (K may differ between rows) with ``returns``, else ``scores``: one
+      pair per row, its best completion as "chosen" and its worst as "rejected"
+      (:func:`list_probe_pairs`; a row whose values are all equal prefers nothing and gives none);
+      held back from training: the last ``num_probes`` rows that give a pair (at least one row stays).
+
+    When the data gives no pair (no prompt with both a correct and an incorrect completion, lists
+    without ``returns`` or ``scores``, or with all-equal values on every row), a warning says so and
+    nothing is measured (the runner and the loop add this callback by default); a given
+    ``probe_dataset`` of another kind (unlabelled completions) is an error. Each measurement is
 
     - logged through the Trainer as ``drift/<metric>`` (so every ``report_to`` integration gets it),
     - appended to ``<output_dir>/likelihood_drift.jsonl`` (rewritten atomically each time),
@@ -93,46 +101,53 @@ class LikelihoodDriftCallback(TrainerCallback):
         self.trainer = trainer
         self.probes = None
         evaluation = trainer.eval_dataset if not isinstance(trainer.eval_dataset, dict) else None
+        given = self.probe_dataset is not None
+        data = trainer.train_dataset  # where the probes come from, for the warning when there are none
         try:
-            if self.probe_dataset is not None:
+            if given:
                 tokenizer = trainer.processing_class
                 data = tokenize_for_training(self.probe_dataset, "probe", None, (), tokenizer, trainer.args)
                 probes, source = _probe_pairs(data), "the given probe dataset"
                 if probes is None:
                     raise ValueError(
-                        "LikelihoodDriftCallback: the probe dataset holds neither (chosen, rejected) pairs nor single "
-                        f"completions with 0/1 labels (columns: {', '.join(data.column_names)})"
+                        "LikelihoodDriftCallback: the probe dataset holds neither (chosen, rejected) pairs, lists of "
+                        f"completions, nor single completions with 0/1 labels (columns: {', '.join(data.column_names)})"
                     )
             elif probes := _probe_pairs(evaluation):
                 source = "the eval dataset"
-            elif trainer.train_dataset is not None and _is_pair(trainer.train_dataset):
-                train = trainer.train_dataset
-                if len(train) <= self.num_probes:
-                    raise ValueError(f"LikelihoodDriftCallback: cannot hold {self.num_probes} probe pairs back from a training set of {len(train)}")
-                held = len(train) - self.num_probes
-                probes, trainer.train_dataset = train.select(range(held, len(train))), train.select(range(held))
+            elif data is not None and _is_pair(data):
+                if len(data) <= self.num_probes:
+                    raise ValueError(
+                        f"LikelihoodDriftCallback: cannot hold {self.num_probes} probe pairs back from a training set "
+                        f"of {len(data)}"
+                    )
+                held = len(data) - self.num_probes
+                probes, trainer.train_dataset = data.select(range(held, len(data))), data.select(range(held))
                 source = "pairs held back from the training set"
-            elif trainer.train_dataset is not None and _is_labelled_single(trainer.train_dataset):
-                probes, trainer.train_dataset = self._hold_back_labelled(trainer.train_dataset)
+            elif data is not None and _is_labelled_single(data):
+                probes, trainer.train_dataset = self._hold_back_labelled(data)
                 source = "correct/incorrect completions of prompts held back from the training set"
+            elif data is not None and _is_list(data):
+                probes, trainer.train_dataset = self._hold_back_lists(data)
+                source = "the best and worst completions of lists held back from the training set"
             else:
                 raise ValueError(
                     "LikelihoodDriftCallback needs preference pairs to probe: pass probe_dataset=..., or give the "
-                    "trainer a pair eval dataset or pair training data (or single completions with 0/1 labels)"
+                    "trainer a pair eval dataset or pair training data (or single completions with 0/1 labels, or "
+                    "lists with returns or scores)"
                 )
         except DataValidationError as err:  # e.g. a fractional label: no pair to build, but training can go on
-            if self.probe_dataset is not None:
+            if given:
                 raise
             logger.warning("likelihood drift: not measured: %s", err)
             return
         if not probes:
             # Not an error: the runner and the loop add this callback by default, and a run whose
-            # samples are all right (or all wrong) for every prompt still trains.
+            # samples are all right (or all wrong, or all equally rewarded) for every prompt still trains.
             logger.warning(
-                "likelihood drift: not measured: no prompt of %s has both a correct and an incorrect completion (one "
-                "completion per prompt?), so there is no (chosen, rejected) probe pair; give probe pairs with "
-                "--eval_dataset or LikelihoodDriftCallback(probe_dataset=...), or --drift false",
-                "the probe dataset" if self.probe_dataset is not None else "the eval or training data",
+                "likelihood drift: not measured: %s, so there is no (chosen, rejected) probe pair; give probe pairs "
+                "with --eval_dataset or LikelihoodDriftCallback(probe_dataset=...), or --drift false",
+                _no_pair_reason(data, "the probe dataset" if given else "the eval or training data"),
             )
             return
         self.probes = probes.select(range(min(self.num_probes, len(probes))))
@@ -154,6 +169,21 @@ class LikelihoodDriftCallback(TrainerCallback):
                                 n, self.num_probes)  # fmt: skip
                 return probes, train.select(keep)
         return None, train
+
+    def _hold_back_lists(self, train):
+        """(probe pairs, training rows left): the pairs of the last ``num_probes`` list rows that
+        give one (:func:`list_probe_pairs`), those rows removed from training; fewer when that
+        would leave no training row. (None, train) when no row gives a pair."""
+        pairs, rows = list_probe_pairs(train)
+        n = min(self.num_probes, len(pairs), len(train) - 1)
+        if n < 1:
+            return None, train
+        if n < min(self.num_probes, len(pairs)):
+            logger.info("likelihood drift: %d probe lists, not %d, so that a training row remains",
+                        n, min(self.num_probes, len(pairs)))  # fmt: skip
+        held = set(rows[len(rows) - n :])
+        keep = [i for i in range(len(train)) if i not in held]
+        return pairs.select(range(len(pairs) - n, len(pairs))), train.select(keep)
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -253,24 +283,90 @@ class LikelihoodDriftCallback(TrainerCallback):
             )  # fmt: skip
 
 
+def _group_sizes(dataset) -> set[int]:
+    return {len(c) for c in dataset[: min(len(dataset), 64)]["completion_ids"]}
+
+
+def _is_list(dataset) -> bool:
+    """Tokenized lists: recorded as such (a list of two is no pair), or groups of other sizes than 2."""
+    if "completion_ids" not in dataset.column_names or not len(dataset):
+        return False
+    sizes = _group_sizes(dataset)
+    return dataset_kind(dataset) == "list" or (min(sizes) >= 2 and sizes != {2})
+
+
 def _is_pair(dataset) -> bool:
-    return "completion_ids" in dataset.column_names and all(len(c) == 2 for c in dataset[: min(len(dataset), 64)]["completion_ids"])
+    return "completion_ids" in dataset.column_names and not _is_list(dataset) and _group_sizes(dataset) == {2}
 
 
 def _is_labelled_single(dataset) -> bool:
     if not {"completion_ids", "labels"} <= set(dataset.column_names):
         return False
-    return all(len(c) == 1 for c in dataset[: min(len(dataset), 64)]["completion_ids"])
+    return _group_sizes(dataset) == {1}
+
+
+def _list_values(dataset) -> str | None:
+    """The field that ranks a list's completions: ``returns``, else ``scores``, else None."""
+    return next((name for name in ("returns", "scores") if name in dataset.column_names), None)
+
+
+def list_probe_pairs(dataset: Dataset) -> tuple[Dataset, list[int]]:
+    """One (best, worst) probe pair per tokenized list row that prefers something.
+
+    Each row holds ``prompt_ids``, ``completion_ids`` (K ≥ 2, K may differ between rows) and K
+    values v: its ``returns``, else its ``scores``. The pair is
+
+        chosen = y_b,    b = min argmax_k v_k    (the first best completion)
+        rejected = y_w,  w = max argmin_k v_k    (the last worst completion)
+
+    so ties break by a fixed rule and the probes depend on the data alone. A row whose values are
+    all equal (max v = min v) prefers nothing and gives no pair; nor does one whose best and worst
+    completions are the same tokens (a repeated sample judged twice). Returns the pairs in the
+    layout the measurements read (``prompt_ids``, ``completion_ids`` = [chosen, rejected], and
+    each per-completion field of the two) with, for each pair, the index of its row. A dataset
+    without ``returns`` or ``scores`` gives no pair.
+    """
+    values = _list_values(dataset)
+    extra = [f for f in PER_COMPLETION_FIELDS if f in dataset.column_names]
+    out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], **{f: [] for f in extra}}
+    rows: list[int] = []
+    if values is not None:
+        columns = {f: dataset[f] for f in ("prompt_ids", "completion_ids", *extra)}
+        for i, (prompt, completions) in enumerate(zip(columns["prompt_ids"], columns["completion_ids"])):
+            v = columns[values][i]
+            best, worst = v.index(max(v)), len(v) - 1 - v[::-1].index(min(v))
+            if v[best] == v[worst] or completions[best] == completions[worst]:
+                continue
+            out["prompt_ids"].append(prompt)
+            out["completion_ids"].append([completions[best], completions[worst]])
+            for f in extra:
+                out[f].append([columns[f][i][best], columns[f][i][worst]])
+            rows.append(i)
+    return Dataset.from_dict(out), rows
 
 
 def _probe_pairs(dataset):
     """Tokenized pairs as they are; labelled single completions as one (correct, incorrect) pair
-    per prompt that has both (possibly none); None for anything else (no dataset, lists)."""
+    per prompt that has both; lists as one (best, worst) pair per row that prefers something
+    (both possibly none); None for anything else (no dataset, unlabelled completions)."""
     if dataset is None:
         return None
+    if _is_list(dataset):
+        return list_probe_pairs(dataset)[0]
     if _is_pair(dataset):
         return dataset
     if _is_labelled_single(dataset):
         return labelled_pairs(dataset, pairs_per_prompt=1, name="probe")[0]
     return None
 
+
+def _no_pair_reason(dataset, what: str) -> str:
+    """Why ``dataset`` (named ``what``) gave no probe pair."""
+    if not _is_list(dataset):
+        return f"no prompt of {what} has both a correct and an incorrect completion (one completion per prompt?)"
+    values = _list_values(dataset)
+    if values is None:
+        return f"the lists of {what} carry neither 'returns' nor 'scores', so no completion is preferred to another"
+    if len(dataset) == 1 and list_probe_pairs(dataset)[1]:
+        return f"the only list of {what} is needed for training"
+    return f"no list of {what} has completions with different {values} (all equal: no preference)"
