@@ -7,6 +7,7 @@ from align.loops.builders import (
     get_builder,
     labelled_singles,
     register_builder,
+    return_lists,
     rpo_pairs,
     sppo_pairs,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "get_builder",
     "labelled_singles",
     "register_builder",
+    "return_lists",
     "ConfigChangedError",
     "IterationFolder",
     "LoopArguments",

@@ -14,7 +14,9 @@ arguments are parsed). Built in:
 - ``all_pairs``: every (correct, incorrect) pair of a prompt, none for all-correct or all-wrong
   prompts (the implicit PRM's DPO variant; ``max_pairs_per_prompt``);
 - ``labelled``: every sample as a single completion with its 0/1 correctness label (the implicit
-  PRM's CE variant).
+  PRM's CE variant);
+- ``lists``: each prompt's K samples as one list with a return per sample (HAEPO; ``returns``,
+  ``skip_ties``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "check_builder",
     "get_builder",
     "labelled_singles",
+    "return_lists",
     "register_builder",
     "rpo_pairs",
     "sppo_pairs",
@@ -188,3 +191,49 @@ def labelled_singles(judged: list[dict], *, dedupe: bool = False) -> tuple[list[
             rows.append({"prompt": _messages(item["prompt"]), "completion": completion_turn, "label": int(bool(ok))})
             correct += bool(ok)
     return rows, {"prompts": len(judged), "rows": len(rows), "correct": correct}
+
+
+RETURN_SOURCES = ("auto", "correct", "scores", "win_rates")
+
+
+@register_builder("lists")
+def return_lists(judged: list[dict], *, returns: str = "auto", skip_ties: bool = True) -> tuple[list[dict], dict]:
+    """Each prompt's samples as one list with a return R_k per sample, for list objectives (HAEPO).
+
+    ``returns``: ``correct`` (1 right, 0 wrong: a verifier's verdict), ``scores`` (a reward model's
+    score, a process reward model's aggregate, a verifier's tie-broken score), ``win_rates``
+    (P̂(y_k ≻ π_t), the only number a pairwise judge gives), or ``auto``: the first of those the
+    judge gave. ``auto`` takes a verifier's verdict rather than its tie-broken score: group
+    normalisation would blow the tie-breaker's small length differences within an all-wrong group
+    up to returns of ±1.
+
+    Blank samples (a completion that ended at once) are dropped and the prompt keeps the rest; a
+    prompt left with fewer than 2 gives no list. ``skip_ties``: a list whose returns are all equal
+    has no preference term (the group-normalised returns are all 0), only the entropy and KL terms,
+    so it is skipped by default (DAPO's dynamic sampling drops such groups too; GRPO keeps them
+    with zero advantage). Returns (rows, stats)."""
+    if returns not in RETURN_SOURCES:
+        raise ValueError(f"returns must be one of {RETURN_SOURCES}, got {returns!r}")
+    rows, ties, short, blank = [], 0, 0, 0
+    for item in judged:
+        source = returns
+        if source == "auto":
+            source = next(name for name in ("correct", "scores", "win_rates") if name in item)
+        if source not in item:
+            raise ValueError(f"prompt {item.get('index')}: returns={returns!r} but the judge gave no {source!r} "
+                             f"(it gave {', '.join(k for k in RETURN_SOURCES[1:] if k in item)})")  # fmt: skip
+        kept = [(c, float(r)) for c, r in zip(item["completions"], item[source]) if c.strip()]
+        blank += len(item["completions"]) - len(kept)
+        if len(kept) < 2:
+            short += 1
+            continue
+        values = [r for _, r in kept]
+        if min(values) == max(values):
+            ties += 1
+            if skip_ties:
+                continue
+        completions = [[{"role": "assistant", "content": c}] for c, _ in kept]
+        rows.append({"prompt": _messages(item["prompt"]), "completions": completions, "returns": values})
+    stats = {"prompts": len(judged), "lists": len(rows), "completions": sum(len(r["completions"]) for r in rows),
+             "ties": ties, "skipped_ties": ties if skip_ties else 0, "blank_samples": blank, "too_few": short}  # fmt: skip
+    return rows, stats

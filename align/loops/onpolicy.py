@@ -316,10 +316,11 @@ class OnPolicyLoop:
         callbacks = []
         if self.drift_args is not None and self.drift_args.drift:
             # probes: the iteration's first pairs (displacement is a property of the trained pairs); from
-            # labelled single completions the callback pairs a correct with a wrong one of a prompt itself
+            # labelled single completions and from lists (best vs worst return) the callback makes the
+            # pairs itself, skipping rows that give none, so it gets every row
             (callback,) = self.drift_args.callbacks()
-            singles = bool(pairs) and "completion" in pairs[0]
-            callback.probe_dataset = Dataset.from_list(pairs if singles else pairs[: callback.num_probes])
+            whole = bool(pairs) and ("completion" in pairs[0] or "completions" in pairs[0])
+            callback.probe_dataset = Dataset.from_list(pairs if whole else pairs[: callback.num_probes])
             callbacks.append(callback)
         if self.benchmark is not None and self.benchmark_args.benchmark_every_steps:
             from align.evaluation.hook import BenchmarkCallback
@@ -411,7 +412,7 @@ class OnPolicyLoop:
         it = run.iteration(t)
         manifest = it.manifest()["stages"]
         dataset = manifest.get("dataset", {})
-        out = {"iteration": t + 1, "pairs": dataset.get("pairs", dataset.get("rows"))}
+        out = {"iteration": t + 1, "pairs": dataset.get("pairs", dataset.get("lists", dataset.get("rows")))}
         out["sample_accuracy"] = manifest.get("judge", {}).get("sample_accuracy")
         for key in ("accuracy", "win_rate_vs_start"):
             if key in manifest.get("evaluate", {}):
@@ -436,8 +437,12 @@ class OnPolicyLoop:
         metric = "accuracy" if "accuracy" in first or self.loop_args.judge.startswith("gsm8k") else "win_rate_vs_start"
         bench = None if self.benchmark is None else f"benchmark/{self.benchmark.name}/{self.benchmark.headline}"
         bench_title = "" if bench is None else f" {self.benchmark.name} {self.benchmark.headline.replace('_', ' ')} |"
+        # list data (HAEPO): the drift probes are each list's best- and worst-return completions
+        kind = self.trainer_cls.data_kind(self.training_args)
+        unit, chosen, rejected = ("lists", "best", "worst") if kind == "list" else ("pairs", "chosen", "rejected")
+        unit = "rows" if kind == "single" else unit
         lines = [
-            f"| iteration | pairs | sample accuracy | held-out {metric.replace('_', ' ')} |{bench_title} Δ chosen logp/tok | Δ rejected logp/tok | displaced |",
+            f"| iteration | {unit} | sample accuracy | held-out {metric.replace('_', ' ')} |{bench_title} Δ {chosen} logp/tok | Δ {rejected} logp/tok | displaced |",
             "|---|---|---|---|" + ("---|" if bench else "") + "---|---|---|",
         ]
         if metric in first or (bench and "benchmark_start" in stages):

@@ -57,6 +57,11 @@ class HAEPO(Objective):
     completions with above-average return and lowers the rest, weighted by how much mass the
     policy already gives them. Masked list entries get weight 0.
 
+    Logged per group: each term (``haepo/pl_term``, ``haepo/entropy``, ``haepo/kl``), the Kish
+    effective sample size of the weights ESS = 1 / Σ_k w_k² (1 when one completion holds all the
+    weight, M when the weights are uniform), ``haepo/best_weight`` = Σ_{k: R_k = max_j R_j} w_k,
+    the weight on the highest-return completion(s), and the largest weight.
+
     No public code exists; τ, the return normalisation, λ_H, λ_KL, the KL estimator and length
     normalisation are unconfirmed, hence configurable. Defaults: τ = 1 (the paper's form has none),
     group normalisation (R − mean)/(std + ε) with the population std (over the M valid entries), λ_H = 0.001, λ_KL = 0.04 with the k3 estimator (GRPO's
@@ -121,8 +126,11 @@ class HAEPO(Objective):
             loss = loss + self.kl_coef * kl
         returns = batch.get("returns")
         n = batch.valid.sum(dim=1).to(returns.dtype)
+        best = batch.valid & (returns == returns.masked_fill(~batch.valid, float("-inf")).max(dim=1, keepdim=True).values)
         metrics = {
             "haepo/pl_term": pl_term,
+            "haepo/ess": 1.0 / (weights**2).sum(dim=1),
+            "haepo/best_weight": (weights * best).sum(dim=1),
             "haepo/entropy": entropy,
             "haepo/kl": kl,
             "haepo/max_weight": weights.max(dim=1).values,

@@ -1,11 +1,14 @@
 """Trainers: ``PreferenceTrainer`` owns the forward pass; one thin subclass per method."""
 
 from align.trainers.base import PreferenceConfig, PreferenceTrainer, completion_logps, objective_fields
+from align.trainers.haepo import HAEPOConfig, HAEPOTrainer
 from align.trainers.implicit_prm import ImplicitPRMConfig, ImplicitPRMTrainer, labelled_pairs
 from align.trainers.rpo import RPOConfig, RPOTrainer
 from align.trainers.sppo import SPPOConfig, SPPOTrainer
 
 __all__ = [
+    "HAEPOConfig",
+    "HAEPOTrainer",
     "ImplicitPRMConfig",
     "ImplicitPRMTrainer",
     "PreferenceConfig",

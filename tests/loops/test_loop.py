@@ -48,8 +48,8 @@ def argv(setup, out: Path, **overrides) -> list[str]:
         "drift_num_probes": "2", "drift_eval_steps": "1", "drift_entanglement_every": "0", "report_to": "none",
         "disable_tqdm": "true", "seed": "0",
     }  # fmt: skip
-    args.update(overrides)
-    return [x for key, value in args.items() for x in (f"--{key}", value)]
+    args.update(overrides)  # None removes a flag
+    return [x for key, value in args.items() if value is not None for x in (f"--{key}", value)]
 
 
 def env(setup):
@@ -66,6 +66,30 @@ def run_sppo(setup, out, **overrides):
     return subprocess.run(cmd, check=False, env=env(setup), capture_output=True, text=True, timeout=900, cwd=ROOT)
 
 
+def timed(run, *args, **kwargs):
+    """``run(*args, **kwargs)``, which must succeed, with its wall time as ``.duration``."""
+    start = time.monotonic()
+    result = run(*args, **kwargs)
+    assert result.returncode == 0, result.stderr[-4000:]
+    result.duration = time.monotonic() - start
+    return result
+
+
+def kill_at_random_points(cmd: list[str], environment: dict, duration: float, seed: int) -> None:
+    """Start ``cmd`` three times, each SIGKILLed at a random point in the first 35% of an
+    uninterrupted run's ``duration``: the first two attempts cannot finish before their kill (each
+    restarts with at least 65% of the work left)."""
+    rng, kills = random.Random(seed), 0
+    for _ in range(3):
+        proc = subprocess.Popen(cmd, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        time.sleep(rng.uniform(0.1, 0.35) * duration)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 2
+
+
 def lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -73,11 +97,7 @@ def lines(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def uninterrupted(setup, tmp_path_factory):
     out = tmp_path_factory.mktemp("straight") / "run"
-    start = time.monotonic()
-    result = run_sppo(setup, out)
-    assert result.returncode == 0, result.stderr[-4000:]
-    result.duration = time.monotonic() - start
-    return out, result
+    return out, timed(run_sppo, setup, out)
 
 
 def test_two_iterations_end_to_end(uninterrupted):
@@ -156,19 +176,8 @@ def test_a_benchmark_added_to_a_finished_run_runs_only_its_stages(setup, uninter
 def test_sigkill_at_random_points_then_resume_gives_the_same_run(setup, uninterrupted, tmp_path):
     reference, straight = uninterrupted
     out = tmp_path / "run"
-    rng = random.Random(1234)
-    cmd = [sys.executable, str(ROOT / "recipes" / "sppo.py"), *argv(setup, out)]
-    # Kill points drawn from the first 35% of an uninterrupted run's duration: the first two
-    # attempts cannot finish before their kill (each restarts with at least 65% of the work left).
-    kills = 0
-    for _ in range(3):
-        proc = subprocess.Popen(cmd, env=env(setup), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-        time.sleep(rng.uniform(0.1, 0.35) * straight.duration)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-    assert kills >= 2
+    kill_at_random_points([sys.executable, str(ROOT / "recipes" / "sppo.py"), *argv(setup, out)], env(setup),
+                          straight.duration, seed=1234)  # fmt: skip
     final = run_sppo(setup, out)
     assert final.returncode == 0, final.stderr[-4000:]
     for t in range(2):

@@ -92,6 +92,33 @@ def test_labelled_singles_carry_the_verdict_and_need_a_verifier():
         labelled_singles([{"prompt": "p", "completions": ["a"], "win_rates": [0.5]}])
 
 
+def test_return_lists_take_the_verdict_keep_what_is_left_and_skip_ties():
+    from align.loops import return_lists
+
+    judged = [
+        {**verdicts(["a", " ", "c", "d"], [True, False, False, True]), "scores": [1.0, 0.1, 0.05, 0.95]},
+        verdicts(["x", "y"], [True, True]),  # all right: no preference
+        verdicts(["u", ""], [True, False]),  # one non-blank sample left: no list
+    ]
+    rows, stats = return_lists(judged)
+    # a verifier's verdict by default (not its tie-broken score); the blank sample dropped, the rest kept
+    assert [[m[0]["content"] for m in r["completions"]] for r in rows] == [["a", "c", "d"]]
+    assert rows[0]["returns"] == [1.0, 0.0, 1.0] and rows[0]["prompt"] == [{"role": "user", "content": "p"}]
+    assert stats == {"prompts": 3, "lists": 1, "completions": 3, "ties": 1, "skipped_ties": 1, "blank_samples": 2,
+                     "too_few": 1}  # fmt: skip
+    rows, _ = return_lists(judged[:1], returns="scores")
+    assert [r["returns"] for r in rows] == [[1.0, 0.05, 0.95]]
+    rows, stats = return_lists(judged, skip_ties=False)  # the all-right list kept: entropy and KL terms only
+    assert [r["returns"] for r in rows] == [[1.0, 0.0, 1.0], [1.0, 1.0]] and stats["skipped_ties"] == 0
+    # a pairwise judge gives only win rates: auto takes them
+    rows, _ = return_lists([{"prompt": "p", "completions": ["a", "b", "c"], "win_rates": [0.5, 0.8, 0.2]}])
+    assert rows[0]["returns"] == [0.5, 0.8, 0.2]
+    with pytest.raises(ValueError, match="returns='correct' but the judge gave no 'correct'"):
+        return_lists([{"prompt": "p", "completions": ["a", "b"], "win_rates": [0.5, 0.5]}], returns="correct")
+    with pytest.raises(ValueError, match="returns must be one of"):
+        return_lists(judged, returns="reward")
+
+
 def test_builders_by_name_and_their_options_are_checked_while_parsing():
     from align.loops import LoopArguments, available_builders, get_builder
 

@@ -67,6 +67,24 @@ def test_plackett_luce_weights_hand_computed_mean_norm():
     torch.testing.assert_close(out.metrics["haepo/return_mean"], t(2.0))
 
 
+def test_effective_sample_size_and_best_weight_hand_computed():
+    """w = [1/6, 2/6, 3/6] (L = [0, ln 2, ln 3]) → ESS = 1 / Σ w² = 36 / 14 = 18/7.
+    Row 2: returns [1, 5, 5] tie at the best, so best_weight = 2/6 + 3/6 = 5/6; row 1: R = [3, 2, 1]
+    puts the best return on the smallest weight, 1/6. Uniform weights (equal L) give ESS = K = 3."""
+    out = pl_only()(group([[0.0, LN2, LN3], [0.0, LN2, LN3], [1.0, 1.0, 1.0]], [[3.0, 2.0, 1.0], [1.0, 5.0, 5.0], [0.0, 1.0, 2.0]]))
+    torch.testing.assert_close(out.metrics["haepo/ess"], t(18.0 / 7.0, 18.0 / 7.0, 3.0))
+    torch.testing.assert_close(out.metrics["haepo/best_weight"], t(1.0 / 6.0, 5.0 / 6.0, 1.0 / 3.0))
+
+
+def test_effective_sample_size_and_best_weight_ignore_masked_entries():
+    """Entry 1 masked, with the largest (fake) return: valid w = [1/4, 3/4] → ESS = 1 / (1/16 + 9/16) = 1.6;
+    the best valid return is entry 0's (R = 6), so best_weight = 1/4."""
+    batch = group([[0.0, NAN, LN3]], [[6.0, 1e30, 2.0]], mask=torch.tensor([[True, False, True]]))
+    out = pl_only()(batch)
+    torch.testing.assert_close(out.metrics["haepo/ess"], t(1.6))
+    torch.testing.assert_close(out.metrics["haepo/best_weight"], t(0.25))
+
+
 def test_group_norm_hand_computed():
     """R = [1, 2, 3]: mean 2, centred [−1, 0, 1], population std √((1+0+1)/3) = √(2/3) = 0.816497.
     R̃ = [−1, 0, 1] / (√(2/3) + 1e−6); w = [1/6, 2/6, 3/6] →

@@ -1,9 +1,10 @@
 """Train the tiny model for two steps (likelihood-drift probes every step) and write the log
 history and the drift records as JSON; run under
-`accelerate launch` with 1 or 2 processes. Usage: dist_run.py MODEL_DIR REF_DIR OUT_JSON PER_DEVICE_BATCH [implicit_prm]
+`accelerate launch` with 1 or 2 processes. Usage: dist_run.py MODEL_DIR REF_DIR OUT_JSON PER_DEVICE_BATCH [implicit_prm] [haepo]
 
 With ``implicit_prm``, the same launch then trains both implicit PRM variants the same way (see
-:func:`implicit_prm_runs`), so one launch serves several checks.
+:func:`implicit_prm_runs`), with ``haepo`` HAEPO on lists of different K (:func:`haepo_run`), so
+one launch serves several checks.
 
 The reference is loaded from its own folder (not perturbed in place) so that it also loads
 correctly under ZeRO-3, where from_pretrained partitions parameters as it loads them."""
@@ -16,11 +17,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, f
 
 from tests.trainers.common import pair_dataset  # noqa: E402
 from tests.trainers.test_base import load  # noqa: E402
+from tests.trainers.test_haepo import list_dataset  # noqa: E402
 from tests.trainers.test_implicit_prm import labelled_dataset  # noqa: E402
 
 from align.callbacks import LikelihoodDriftCallback  # noqa: E402
 from align.distributed import finish_distributed  # noqa: E402
-from align.trainers import ImplicitPRMConfig, ImplicitPRMTrainer, RPOConfig, RPOTrainer  # noqa: E402
+from align.trainers import (  # noqa: E402
+    HAEPOConfig,
+    HAEPOTrainer,
+    ImplicitPRMConfig,
+    ImplicitPRMTrainer,
+    RPOConfig,
+    RPOTrainer,
+)
 
 
 def main():
@@ -42,6 +51,8 @@ def main():
         result = {"world_size": world, "log_history": trainer.state.log_history, "drift": records}
     if "implicit_prm" in sys.argv[5:]:
         trainer, result["implicit_prm"] = implicit_prm_runs(model_dir, ref_dir, out.parent, per_device)
+    if "haepo" in sys.argv[5:]:
+        trainer, result["haepo"] = haepo_run(model_dir, ref_dir, out.parent, per_device)
     if trainer.accelerator.is_main_process:
         out.write_text(json.dumps(result))
     finish_distributed(trainer.accelerator)
@@ -76,6 +87,24 @@ def implicit_prm_runs(model_dir, ref_dir, folder: Path, per_device: int):
                 "files": sorted(p.name for p in output_dir.iterdir()),
             }  # fmt: skip
     return trainer, runs
+
+
+def haepo_run(model_dir, ref_dir, folder: Path, per_device: int):
+    """HAEPO, two SGD steps on 8 lists of K = 2, 3, 4 completions (every term on: the entropy
+    bonus and the KL to a separate reference), then the eval loss on the same lists."""
+    args = HAEPOConfig(
+        output_dir=str(folder / "haepo"), per_device_train_batch_size=per_device, per_device_eval_batch_size=per_device,
+        max_steps=2, learning_rate=0.5, logging_steps=1, save_strategy="no", report_to="none", max_length=128, seed=0,
+        disable_tqdm=True, optim="sgd", lr_scheduler_type="constant", tau=20.0, entropy_coef=0.1, kl_coef=0.5,
+    )  # fmt: skip
+    model, tok = load(model_dir)
+    ref, _ = load(ref_dir)
+    data = list_dataset(8)
+    trainer = HAEPOTrainer(model, args, data, data, tok, ref_model=ref)
+    trainer.train()
+    final = trainer.evaluate()
+    run = {"log_history": trainer.state.log_history, "final": final} if trainer.accelerator.is_main_process else {}
+    return trainer, run
 
 
 if __name__ == "__main__":

@@ -53,14 +53,14 @@ def launch(models, tmp_path, launch_args, per_device_batch, *extra):
     return json.loads(out.read_text())
 
 
-# Launches that also train the implicit PRM (dist_run.py ... implicit_prm): one launch, several checks.
+# Launches that also train the implicit PRM and HAEPO (dist_run.py ... implicit_prm haepo): one launch, several checks.
 IMPLICIT_PRM_LAUNCHES = ("ddp", "zero3")
 
 
 @pytest.fixture(scope="module")
 def single(models, tmp_path_factory):
     launch_args = ["--num_processes", "1", "--dynamo_backend", "no"]
-    return launch(models, tmp_path_factory.mktemp("single"), launch_args, 8, "implicit_prm")
+    return launch(models, tmp_path_factory.mktemp("single"), launch_args, 8, "implicit_prm", "haepo")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def launched(models, tmp_path_factory):
 
     def get(name):
         if name not in runs:
-            extra = ["implicit_prm"] if name in IMPLICIT_PRM_LAUNCHES else []
+            extra = ["implicit_prm", "haepo"] if name in IMPLICIT_PRM_LAUNCHES else []
             runs[name] = launch(models, tmp_path_factory.mktemp(name), LAUNCHES[name], 4, *extra)
         return runs[name]
 
@@ -131,3 +131,23 @@ def test_implicit_prm_two_processes_match_one(name, single, launched):
                 assert mine[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-4), (name, objective, key)
         assert ours["info"] == expected["info"] and ours["info"]["objective"] == objective
         assert "implicit_prm.json" in ours["files"] and not any(f.endswith(".tmp") for f in ours["files"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", IMPLICIT_PRM_LAUNCHES)
+def test_haepo_two_processes_match_one(name, single, launched):
+    """HAEPO on a fixed batch of 8 lists with K = 2, 3, 4 (shorter lists masked), entropy and KL
+    on, under DDP and ZeRO-3 equals one process on the same global batch: every logged term at
+    both steps (the second step checks the synchronised update) and the eval loss after them."""
+    ours, expected = launched(name)["haepo"], single["haepo"]
+    steps = [entry for entry in ours["log_history"] if "loss" in entry]
+    reference = [entry for entry in expected["log_history"] if "loss" in entry]
+    assert len(steps) == len(reference) == 2
+    for mine, theirs in zip(steps, reference):
+        keys = set(theirs) - {"grad_norm", "learning_rate", "epoch", "step"}
+        assert keys >= {"loss", "haepo/pl_term", "haepo/entropy", "haepo/kl", "haepo/ess", "haepo/best_weight"}
+        for key in keys:
+            assert mine[key] == pytest.approx(theirs[key], abs=1e-5), (name, key, mine["step"])
+    assert steps[1]["haepo/kl"] > 1e-4 and steps[1]["loss"] != pytest.approx(steps[0]["loss"], abs=1e-4)
+    for key in ("eval_loss", "eval_haepo/pl_term", "eval_haepo/kl"):
+        assert ours["final"][key] == pytest.approx(expected["final"][key], abs=1e-5), (name, key)
