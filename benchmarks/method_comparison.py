@@ -48,7 +48,9 @@ Measured per method, seed and iteration:
   the last record of ``iteration-NN/train/likelihood_drift.jsonl``. GRPO's probes are built from
   its own samples of the iteration with the SPPO builder (highest vs lowest win rate under the same
   judge) and measured by :func:`align.callbacks.measure_pairs` on its model with the trainable
-  weights at the iteration's start swapped in and then the current ones.
+  weights at the iteration's start swapped in and then the current ones. (``LikelihoodDriftCallback``
+  does not fit here: it binds to a PreferenceTrainer's tokenization and needs its probes before the
+  first step, while GRPO draws them during the iteration.)
 
 Runs are sequential (one torch job at a time), each in ``--work_dir/<method>/seed-<s>``; without
 ``--reuse`` a run folder is deleted and run afresh. With ``--reuse`` a loop recipe is run again on
@@ -358,8 +360,10 @@ def grpo_worker(run_dir: Path) -> None:
 
     callback = IterationEnd()
     clock_start = time.perf_counter()
-    trainer = GRPOTrainer(model=model, reward_funcs=verifier_reward, args=config, train_dataset=Dataset.from_list(rows),
-                          processing_class=tokenizer, peft_config=get_peft_config(model_args), callbacks=[callback])  # fmt: skip
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=verifier_reward, args=config, train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer, peft_config=get_peft_config(model_args), callbacks=[callback],
+    )  # fmt: skip
     callback.trainer = trainer
     trainer.train()
     schedule = {"objective": f"grpo ({config.loss_type} loss)", "beta": config.beta, "epsilon": config.epsilon,
@@ -398,7 +402,9 @@ def _cell(stat: dict | None, spec: str = ".3f", signed: bool = False) -> str:
         return "n/a"
     spec = ("+" if signed else "") + spec
     text = format(stat["mean"], spec)
-    return text if stat["min"] == stat["max"] else f"{text} ({format(stat['min'], spec)} – {format(stat['max'], spec)})"
+    if stat["min"] == stat["max"]:
+        return text
+    return f"{text} ({format(stat['min'], spec)} – {format(stat['max'], spec)})"
 
 
 def markdown(result: dict) -> str:
@@ -410,8 +416,9 @@ def markdown(result: dict) -> str:
         f"Command: `{result['command']}`",
         "",
         f"Machine: {machine['platform']}, {machine['cpu_count']} CPU cores, torch {machine['torch']} with "
-        f"{machine['torch_threads']} threads (OMP_NUM_THREADS {machine['OMP_NUM_THREADS'] or 'unset'}), transformers {machine['transformers']}, trl {machine['trl']}; "
-        f"runs one after another. Seeds: {', '.join(map(str, result['seeds']))}.",
+        f"{machine['torch_threads']} threads (OMP_NUM_THREADS {machine['OMP_NUM_THREADS'] or 'unset'}), "
+        f"transformers {machine['transformers']}, trl {machine['trl']}; runs one after another. "
+        f"Seeds: {', '.join(map(str, result['seeds']))}.",
         "",
         "Shared settings (recipes/configs/sppo.yaml and the command line; every method): "
         + ", ".join(f"{k} = {v}" for k, v in settings.items()) + ".",
@@ -444,8 +451,9 @@ def markdown(result: dict) -> str:
         for row in rows:
             it = "0 (start)" if row["iteration"] == 0 else str(row["iteration"])
             lines.append(
-                f"| {METHODS[method][0]} | {it} | {_cell(row.get('accuracy'))} | {_cell(row.get('wall_time_s'), '.0f')} | "
-                f"{_cell(row.get('samples_seen'), '.0f')} | {_cell(row.get('sample_accuracy'))} | "
+                f"| {METHODS[method][0]} | {it} | {_cell(row.get('accuracy'))} | "
+                f"{_cell(row.get('wall_time_s'), '.0f')} | {_cell(row.get('samples_seen'), '.0f')} | "
+                f"{_cell(row.get('sample_accuracy'))} | "
                 f"{_cell(row.get('best_drift'), signed=True)} | {_cell(row.get('worst_drift'), signed=True)} |"
             )
     return "\n".join(lines) + "\n"
