@@ -1,6 +1,6 @@
 """Held-out accuracy against wall time: SPPO, the iterative RPO loop, HAEPO and TRL's GRPOTrainer on one task.
 
-    python benchmarks/method_comparison.py                          # 4 methods x 3 iterations, seed 0 (about an hour)
+    python benchmarks/method_comparison.py                          # 4 methods x 3 iterations, seed 0 (~1 h, estimated)
     python benchmarks/method_comparison.py --seeds 0,1,2 --reuse     # more seeds; finished runs are kept
     python benchmarks/method_comparison.py --methods sppo,grpo --iterations 1 --prompts_per_iteration 4 \\
         --num_samples 2 --max_new_tokens 16 --num_eval_prompts 8    # a smoke run
