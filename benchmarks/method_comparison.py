@@ -258,7 +258,7 @@ def grpo_worker(run_dir: Path) -> None:
     from align.callbacks import drift_metrics, measure_pairs
     from align.cli import parse_recipe_args
     from align.loops import LoopArguments, OnPolicyLoop, load_prompt_rows
-    from align.loops.onpolicy import _iteration_slice  # the loop's own slicing: the same prompts per iteration
+    from align.loops import iteration_slice  # the loop's own slicing: the same prompts per iteration
     from align.models import get_peft_config, load_model, load_tokenizer
     from align.rewards import checked_verdicts, load_reward, reward_kind
     from align.trainers import SPPOConfig
@@ -279,7 +279,7 @@ def grpo_worker(run_dir: Path) -> None:
     prompts = load_prompt_rows(la.prompts, la.prompts_split, la.prompt_field)
     eval_rows = load_prompt_rows(la.eval_prompts, la.eval_prompts_split, la.prompt_field)[: la.num_eval_prompts]
     rows = [{"prompt": r["prompt"], "reference": r.get("answer", r.get("solution")), "index": r["index"]}
-            for t in range(la.iterations) for r in _iteration_slice(prompts, t, la.prompts_per_iteration)]  # fmt: skip
+            for t in range(la.iterations) for r in iteration_slice(prompts, t, la.prompts_per_iteration)]  # fmt: skip
     tokenizer = load_tokenizer(model_args)
     model = load_model(model_args, for_training=True)
     start = loop.evaluate(model, tokenizer, judge, eval_rows)

@@ -1,6 +1,6 @@
 """On-policy loops: the run folder, dataset builders, stages and the iteration engine."""
 
-from align.loops.onpolicy import LoopArguments, OnPolicyLoop, load_prompt_rows
+from align.loops.onpolicy import LoopArguments, OnPolicyLoop, iteration_slice, load_prompt_rows
 from align.loops.builders import (
     all_pairs,
     available_builders,
@@ -31,6 +31,7 @@ __all__ = [
     "RunFolder",
     "atomic_write_json",
     "fingerprint",
+    "iteration_slice",
     "load_prompt_rows",
     "read_json",
     "rpo_pairs",

@@ -34,7 +34,7 @@ from align.loops.stages import DEFAULT_STAGES, IterationState, Stage, StageConfi
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoopArguments", "OnPolicyLoop", "load_prompt_rows"]
+__all__ = ["LoopArguments", "OnPolicyLoop", "iteration_slice", "load_prompt_rows"]
 
 @dataclass
 class LoopArguments:
@@ -134,7 +134,9 @@ def load_prompt_rows(source: str, split: str, prompt_field: str = "prompt") -> l
     return rows
 
 
-def _iteration_slice(rows: list[dict], t: int, size: int) -> list[dict]:
+def iteration_slice(rows: list[dict], t: int, size: int) -> list[dict]:
+    """Iteration t's prompts: the t-th slice of ``size`` rows, wrapping around (every row when
+    ``size`` is 0 or covers them all), each tagged with its ``index`` in ``rows``."""
     if size <= 0 or size >= len(rows):
         return [dict(r, index=i) for i, r in enumerate(rows)]
     start = (t * size) % len(rows)
@@ -381,7 +383,7 @@ class OnPolicyLoop:
         self._barrier()
         summaries = []
         for t in range(la.iterations):
-            state = IterationState(self, run, run.iteration(t), _iteration_slice(prompts, t, la.prompts_per_iteration),
+            state = IterationState(self, run, run.iteration(t), iteration_slice(prompts, t, la.prompts_per_iteration),
                                    eval_rows, tokenizer, judge)  # fmt: skip
             stop = False
             for i, stage in enumerate(self.stages):
