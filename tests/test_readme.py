@@ -53,19 +53,26 @@ SHORTEN = {
     "recipes/rpo.py": RECIPE,
     "recipes/rpo.py --config recipes/configs/rpo_loop.yaml": LOOP,
     "recipes/sppo.py": LOOP,
+    # 2 short samples of 2 prompts are often all right or all wrong: keep such lists (entropy and KL only)
+    "recipes/haepo.py": f"{LOOP} --dataset_options '{{\"skip_ties\": false}}'",
     "eval/gsm8k.py": "--limit 2 --max_new_tokens 16",
     "eval/alpaca_eval.py": "--limit 2 --max_new_tokens 16",
     "eval/drift.py": "--num_probes 2",
     "data/ches_filter.py": "--limit 4",
     "data/gsm8k_pairs.py": "",
     "data/arithmetic_task.py": "",
-    "data/multistep_task.py": "",
+    # --measure samples K answers to every test problem (about 8 minutes at its defaults)
+    "data/multistep_task.py": "--n_test 4 --k 2 --max_new_tokens 32",
     # CE: 2 short samples of 2 problems rarely hold a right and a wrong answer, the DPO default's pairs
     "recipes/implicit_prm.py": "--prompts_per_iteration 2 --num_eval_prompts 2 --num_samples 2 --max_new_tokens 8 "
     f"--best_of_n 1,2 --objective implicit_prm_ce {TRAIN}",
     "eval/best_of_n.py": "--num_problems 2 --n 1,2 --max_new_tokens 16",
     "benchmarks/drift_comparison.py": "--methods dpo --max_steps 1 --num_eval 2 --no_overhead "
     "--work_dir outputs/drift_comparison",
+    # all four methods on a tiny model: tests/test_method_comparison.py; here two on the real model
+    "benchmarks/method_comparison.py": "--methods sppo,grpo --iterations 1 --prompts_per_iteration 2 "
+    "--num_eval_prompts 2 --num_samples 2 --max_new_tokens 8 --work_dir outputs/method_comparison "
+    "--out outputs/method_comparison/results",
     "benchmarks/generation_throughput.py": "--prompts 1 --k 2 --max_new_tokens 4 --sequential 1",
     "benchmarks/train_throughput.py": "--variants lora --reps 1 --steps 1 --warmup_steps 0 --batch_size 1 "
     "--max_length 64 --peak_repeats 1 --tmp outputs/train_throughput",
@@ -99,6 +106,7 @@ EXPECT = {
     "recipes/rpo.py": "Saved the trained model to",
     "recipes/rpo.py --config recipes/configs/rpo_loop.yaml": "the last model is in",
     "recipes/sppo.py": "the last model is in",
+    "recipes/haepo.py": "the last model is in",
     "recipes/implicit_prm.py": "Best-of-N accuracy",
     "eval/best_of_n.py": "Best-of-N accuracy",
     "data/ches_filter.py": "wrote 4 rows with a ches column to",

@@ -8,7 +8,16 @@ import sys
 
 import pytest
 
-from tests.loops.test_loop import ROOT, _free_port, argv, env, kill_at_random_points, lines, setup, timed  # noqa: F401 (setup: a fixture)
+from tests.loops.test_loop import (  # noqa: F401 (setup: a fixture this module's tests use)
+    ROOT,
+    _free_port,
+    argv,
+    env,
+    kill_at_random_points,
+    lines,
+    setup,
+    timed,
+)
 
 RECIPE = ROOT / "recipes" / "haepo.py"
 # tiny-model settings: the toy judge scores lengths, so the returns are the scores; τ = 20 keeps
