@@ -26,6 +26,7 @@ from align.objectives.implicit_prm import (
     aggregate_step_rewards,
     process_rewards,
 )
+from align.objectives.npo import NPO
 from align.objectives.safe_align import SafeAlign
 from align.objectives.sppo import SPPO, SPPOHard, SPPOSingle
 from align.objectives.uvcot import UVCoT
@@ -33,6 +34,7 @@ from align.objectives.uvcot import UVCoT
 __all__ = [
     "DPO",
     "HAEPO",
+    "NPO",
     "RPO",
     "SPPO",
     "CompletionGroups",
