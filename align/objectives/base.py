@@ -271,6 +271,13 @@ def _check_positive(obj: object, *names: str) -> None:
             raise ValueError(f"{type(obj).__name__}.{name} must be a positive number, got {value!r}")
 
 
+def _check_safety_labels(objective: Objective, batch: CompletionGroups) -> None:
+    """Safety objectives (SAFE-ALIGN, NPO) take labels of exactly 1 (safe) or 0 (harmful)."""
+    labels = batch.labels
+    if not ((labels == 0) | (labels == 1)).all():
+        raise ObjectiveInputError(f"objective {objective.name!r} needs labels of exactly 1 (safe) or 0 (harmful)")
+
+
 def _check_non_negative(obj: object, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)

@@ -11,11 +11,11 @@ from align.objectives.base import (
     CompletionGroups,
     GroupShape,
     Objective,
-    ObjectiveInputError,
     ObjectiveOutput,
     Requirements,
     _check_non_negative,
     _check_positive,
+    _check_safety_labels,
     register_objective,
 )
 
@@ -54,9 +54,7 @@ class NPO(Objective):
 
     def check(self, batch: CompletionGroups) -> None:
         super().check(batch)
-        labels = batch.labels
-        if not ((labels == 0) | (labels == 1)).all():
-            raise ObjectiveInputError("objective 'npo' needs labels of exactly 1 (safe) or 0 (harmful)")
+        _check_safety_labels(self, batch)
 
     def compute(self, batch: CompletionGroups) -> ObjectiveOutput:
         safe = batch.get("labels")[:, 0] == 1

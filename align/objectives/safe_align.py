@@ -11,11 +11,11 @@ from align.objectives.base import (
     CompletionGroups,
     GroupShape,
     Objective,
-    ObjectiveInputError,
     ObjectiveOutput,
     Requirements,
     _check_non_negative,
     _check_positive,
+    _check_safety_labels,
     register_objective,
 )
 
@@ -59,9 +59,7 @@ class SafeAlign(Objective):
 
     def check(self, batch: CompletionGroups) -> None:
         super().check(batch)
-        labels = batch.labels
-        if not ((labels == 0) | (labels == 1)).all():
-            raise ObjectiveInputError("objective 'safe_align' needs labels of exactly 1 (safe) or 0 (harmful)")
+        _check_safety_labels(self, batch)
 
     def compute(self, batch: CompletionGroups) -> ObjectiveOutput:
         safe = batch.get("labels")[:, 0] == 1
