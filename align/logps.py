@@ -81,7 +81,8 @@ def completion_logps(model: torch.nn.Module, inputs: dict[str, torch.Tensor], *,
     chunks without materialising the logits; this is the reference path the packed one is tested
     against. Returns, for the N sequences of the batch in row-major (b, k) order: ``logps_sum``
     (N,), per completion token ``token_logps`` and ``token_mask`` (N, C) (C = the longest
-    completion; column c is the c-th completion token), ``token_counts`` (N,), and
+    completion; column c is the c-th trained completion token: ``completion_mask`` may have holes, the
+    user turns of a multi-turn completion), ``token_counts`` (N,), and
     ``token_entropy`` (N, C) when asked.
     """
     input_ids, completion_mask = inputs["input_ids"], inputs["completion_mask"]

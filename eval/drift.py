@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout without `pip in
 import torch
 
 from align.callbacks import drift_metrics, gradient_cosine, measure_pairs, plot_drift
-from align.data import json_safe, load_preference_dataset, prepare_preference_dataset, write_text_atomic
+from align.data import ASSISTANT_MASKS, json_safe, load_preference_dataset, prepare_preference_dataset, write_text_atomic
 from align.models import (
     BUILTIN_PREFIX,
     checkpoint_kind,
@@ -79,11 +79,16 @@ def default_label(checkpoint: str) -> str:
 
 def _probe_rows(probes, tokenizer, max_length: int | None) -> list[dict]:
     if isinstance(probes, (list, tuple)) and probes and isinstance(probes[0], dict) and "prompt_ids" in probes[0]:
-        return [{"prompt_ids": r["prompt_ids"], "completion_ids": r["completion_ids"]} for r in probes]
+        return [_pair_fields(r) for r in probes]
     rows, stats = prepare_preference_dataset(probes, tokenizer, kind="pair", max_length=max_length, name="probes")
     if stats["rows_dropped"]:
         logger.warning("%d of %d probe pairs dropped (prompt too long for max_length=%s)", stats["rows_dropped"], stats["rows_in"], max_length)
-    return [{"prompt_ids": r["prompt_ids"], "completion_ids": r["completion_ids"]} for r in rows]
+    return [_pair_fields(r) for r in rows]
+
+
+def _pair_fields(row: dict) -> dict:
+    """What a measurement reads of a tokenized pair: its ids, and its assistant masks if it has them."""
+    return {k: row[k] for k in ("prompt_ids", "completion_ids", ASSISTANT_MASKS) if row.get(k) is not None}
 
 
 def drift_over_checkpoints(

@@ -26,10 +26,11 @@ from align.data.prepare import prepare_preference_dataset
 from align.data.render import chat_ids, prompt_ids
 from align.data.split import split_held_out
 from align.data.tasks import arithmetic_problems, builtin_arithmetic, load_prompt_dataset
-from align.data.tokenize import tokenize_dataset, tokenize_row
+from align.data.tokenize import ASSISTANT_MASKS, tokenize_dataset, tokenize_row
 from align.io import json_safe, write_jsonl, write_text_atomic
 
 __all__ = [
+    "ASSISTANT_MASKS",
     "KINDS",
     "PER_COMPLETION_FIELDS",
     "PER_EXAMPLE_FIELDS",

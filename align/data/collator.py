@@ -16,14 +16,17 @@ class PreferenceCollator:
     """Turn B tokenized rows into one batch holding all N = Σ_b K_b sequences prompt_b + completion_{b,k}.
 
     Rows come from :func:`tokenize_dataset`: ``prompt_ids`` (non-empty), ``completion_ids`` (K_b
-    non-empty lists; K may differ between rows) and optional float fields. Sequences are ordered
+    non-empty lists; K may differ between rows), optional float fields and optional
+    ``assistant_masks`` (K lists aligned with ``completion_ids``; 1 on the tokens the model wrote, 0
+    on user/tool turns inside a multi-turn completion; absent: all ones). Sequences are ordered
     row-major, (b, k) with b outer and k inner, over the valid entries only, so the trainer scatters
     per-sequence results back with ``out[group_mask] = per_sequence``.
 
     Always returned (K = max_b K_b):
 
     - ``group_mask`` (B, K) bool, True where row b has a completion k
-    - ``completion_token_counts`` (B, K) long, |y_bk| (0 where masked)
+    - ``completion_token_counts`` (B, K) long, the trained tokens of y_bk (its assistant tokens; 0
+      where masked)
     - ``labels``, ``scores``, ``win_rates``, ``returns``, ``ref_logps``: (B, K) float32, each one
       present in the rows (0 where masked)
     - ``pair_prob`` (B,) float32, if present
@@ -32,7 +35,7 @@ class PreferenceCollator:
 
     - ``input_ids`` (N, L) long, right-padded with ``pad_token_id``
     - ``attention_mask`` (N, L) long, 1 on real tokens
-    - ``completion_mask`` (N, L) long, 1 exactly on completion tokens
+    - ``completion_mask`` (N, L) long, 1 exactly on trained completion tokens
 
     Packed layout (``padding_free=True``), T = Σ sequence lengths, no padding at all:
 
@@ -58,17 +61,24 @@ class PreferenceCollator:
         batch_size, k_max = len(rows), max(len(row["completion_ids"]) for row in rows)
         group_mask = torch.zeros(batch_size, k_max, dtype=torch.bool)
         counts = torch.zeros(batch_size, k_max, dtype=torch.long)
-        sequences, prompt_lens = [], []
+        sequences, targets = [], []  # targets: per sequence, 0/1 per token (1 = trained completion token)
         for b, row in enumerate(rows):
             prompt = list(row["prompt_ids"])
             if not prompt or not row["completion_ids"]:
                 raise ValueError(f"batch row {b}: needs non-empty prompt_ids and at least one completion")
-            for k, completion in enumerate(row["completion_ids"]):
+            masks = row.get("assistant_masks") or [None] * len(row["completion_ids"])
+            for k, (completion, mask) in enumerate(zip(row["completion_ids"], masks, strict=True)):
                 if not completion:
                     raise ValueError(f"batch row {b}: completion {k} has no tokens")
-                group_mask[b, k], counts[b, k] = True, len(completion)
+                mask = [1] * len(completion) if mask is None else list(mask)
+                if len(mask) != len(completion) or not any(mask):
+                    raise ValueError(
+                        f"batch row {b}: completion {k}: assistant_masks needs one value per token and at least one 1; "
+                        f"got {len(mask)} values (sum {sum(mask)}) for {len(completion)} tokens"
+                    )
+                group_mask[b, k], counts[b, k] = True, sum(mask)
                 sequences.append(prompt + list(completion))
-                prompt_lens.append(len(prompt))
+                targets.append([0] * len(prompt) + mask)
 
         out = {"group_mask": group_mask, "completion_token_counts": counts}
         for name in PER_COMPLETION_FIELDS:
@@ -90,16 +100,16 @@ class PreferenceCollator:
         if self.padding_free:
             out["input_ids"] = torch.tensor([t for s in sequences for t in s], dtype=torch.long)[None]
             out["position_ids"] = torch.cat([torch.arange(n) for n in lens])[None]
-            out["completion_mask"] = torch.cat([(torch.arange(n) >= p).long() for n, p in zip(lens, prompt_lens)])[None]
+            out["completion_mask"] = torch.tensor([t for m in targets for t in m], dtype=torch.long)[None]
             out["seq_lens"] = torch.tensor(lens, dtype=torch.long)
         else:
             n_seq, width = len(sequences), max(lens)
             input_ids = torch.full((n_seq, width), self.pad_token_id, dtype=torch.long)
             attention_mask = torch.zeros(n_seq, width, dtype=torch.long)
             completion_mask = torch.zeros(n_seq, width, dtype=torch.long)
-            for i, (seq, p) in enumerate(zip(sequences, prompt_lens)):
+            for i, (seq, target) in enumerate(zip(sequences, targets)):
                 input_ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
                 attention_mask[i, : len(seq)] = 1
-                completion_mask[i, p : len(seq)] = 1
+                completion_mask[i, : len(seq)] = torch.tensor(target, dtype=torch.long)
             out.update(input_ids=input_ids, attention_mask=attention_mask, completion_mask=completion_mask)
         return out

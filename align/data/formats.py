@@ -26,8 +26,9 @@ Accepted inputs (``kind``):
 Conversational rows are checked like TRL's conversational format: every message is a
 ``{"role", "content"}`` dict with a role in :data:`ROLES`; the prompt ends with a ``user`` or
 ``tool`` message (the turn the model answers: the tokenizer adds the generation prompt after it);
-every completion message is an ``assistant`` message (each completion token is trained as the
-model's own, so a user or tool turn inside a completion would train on text the model never wrote).
+a completion starts and ends with an ``assistant`` message and may hold ``user``/``tool`` turns in
+between (a multi-turn conversation): only the assistant turns' tokens are trained and counted
+(``assistant_masks``, :func:`align.data.tokenize_row`), the others are context.
 Given a tokenizer, :func:`check_chat_template` also renders, for each role the data uses, the
 first row holding it, and refuses a role the chat template raises on or leaves out.
 
@@ -171,7 +172,10 @@ def _check_message(message: Any, field: str, j: int) -> None:
 
 
 def _check_roles(prompt: list[dict], completions: list, names: list[str]) -> None:
-    """The prompt ends with the turn the model answers; completions are the model's own turns."""
+    """The prompt ends with the turn the model answers; a completion starts with that answer and ends
+    with a model turn. User and tool turns between are context: their tokens get no loss
+    (:func:`align.data.tokenize_row` masks them), but a completion that starts or ends with one
+    would train on nothing at its start, or end on a turn the model never finishes."""
     last = prompt[-1]["role"]
     if last not in PROMPT_END_ROLES:
         raise _FieldError(
@@ -181,11 +185,17 @@ def _check_roles(prompt: list[dict], completions: list, names: list[str]) -> Non
         )
     for name, completion in zip(names, completions):
         for j, message in enumerate(completion):
-            if message["role"] != "assistant":
+            role = message["role"]
+            if j in (0, len(completion) - 1) and role != "assistant":
+                where = "first" if j == 0 else "last"
                 raise _FieldError(
                     name,
-                    f"message {j}: role {message['role']!r}: completions must be 'assistant' messages "
-                    f"(every completion token is trained as the model's own)",
+                    f"message {j}: role {role!r}: the {where} message of a completion must be an 'assistant' message "
+                    f"(a completion starts with the model's answer to the prompt and ends with a model turn)",
+                )
+            if role == "system":
+                raise _FieldError(
+                    name, f"message {j}: role 'system' inside a completion; put system messages in the prompt"
                 )
 
 

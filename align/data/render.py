@@ -17,14 +17,18 @@ silently trains on a context the model never saw, e.g. a doubled BOS.)
   start with it (a prompt stored pre-rendered by a chat template carries its own). Never an EOS,
   which some tokenizers append with ``add_special_tokens=True``: a prompt ending in EOS tells the
   model its turn is over.
+
+A completion may be a multi-turn conversation (assistant, user, ..., assistant) whose user and tool
+turns are context, not the model's output: :func:`assistant_mask` marks the tokens the model wrote.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+import re
 from typing import Any
 
-__all__ = ["adds_bos", "chat_ids", "prompt_ids"]
+__all__ = ["adds_bos", "assistant_mask", "chat_ids", "prompt_ids"]
 
 
 def prompt_ids(tokenizer: Any, prompt: str | list[dict[str, Any]], *, name: str = "prompt") -> list[int]:
@@ -64,3 +68,73 @@ def adds_bos(tokenizer: Any) -> bool:
     """Whether the tokenizer puts its BOS token in front by default (Llama, Mistral do; GPT-2, Qwen do not)."""
     bos = tokenizer.bos_token_id
     return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
+
+
+# transformers' {% generation %} block (the regex of trl.chat_template_utils.has_generation_markers).
+_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+def assistant_mask(
+    tokenizer: Any, prompt: list[dict[str, Any]], completion: list[dict[str, Any]], full: list[int], start: int,
+    *, name: str = "completion",
+) -> list[int]:  # fmt: skip
+    """1 on the tokens of ``full[start:]`` the model wrote (the assistant turns of ``completion``), 0 on the
+    user/tool turns between them; ``full = chat_ids(prompt + completion)``, ``start = len(prompt_ids(prompt))``.
+
+    - A template with ``{% generation %}`` blocks (TRL's ``*_training.jinja`` templates) and a fast
+      tokenizer: transformers' ``return_assistant_tokens_mask``, i.e. exactly what the template author
+      wrapped. Checked, because transformers marks to the end of the sequence when a block's last
+      character maps to no token, and silently stops marking after a block whose first one does not:
+      every assistant turn must get masked tokens, in at most one run each, and no user/tool turn.
+    - Otherwise the single-turn rule applied per turn: assistant message i (of the whole conversation
+      M) trains on ``chat_ids(M[:i+1])`` minus ``chat_ids(M[:i], add_generation_prompt=True)``: what
+      the model generates after its generation prompt, end-of-turn included. Both must be token
+      prefixes of ``full``; a template that rewrites earlier turns once later ones follow (Qwen3 and
+      DeepSeek-R1 drop earlier reasoning, Mistral moves the system text into the last user turn) is
+      refused, naming the message and the diverging text, rather than trained on a guessed boundary.
+    """
+    messages = list(prompt) + list(completion)
+    first = len(prompt)
+    assistant = [i for i in range(first, len(messages)) if messages[i]["role"] == "assistant"]
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else ""
+    if _GENERATION_TAG.search(template) and getattr(tokenizer, "is_fast", False):
+        return _tagged_mask(tokenizer, messages, assistant, full, start, name)
+    mask = [0] * len(full)
+    for i in assistant:
+        begin = chat_ids(tokenizer, messages[:i], add_generation_prompt=True)
+        end = chat_ids(tokenizer, messages[: i + 1])
+        for ids, what in ((begin, "its generation prompt"), (end, "its end")):
+            if (diverge := prefix_divergence(ids, full)) is not None:
+                raise ValueError(
+                    f"{name}: message {i - first}: the chat template renders the conversation up to {what} differently "
+                    f"than as a part of the whole conversation (from token {diverge}: {tokenizer.decode(ids[diverge:diverge + 8])!r} "
+                    f"vs {tokenizer.decode(full[diverge:diverge + 8])!r}), so the assistant turn's tokens cannot be told "
+                    "apart; use a chat template with {% generation %} blocks (e.g. TRL's *_training.jinja)"
+                )
+        mask[len(begin) : len(end)] = [1] * (len(end) - len(begin))
+    return mask[start:]
+
+
+def prefix_divergence(prefix: list[int], full: list[int]) -> int | None:
+    """None if ``prefix`` is a prefix of ``full``, else the first position where they differ."""
+    if full[: len(prefix)] == prefix:
+        return None
+    return next((j for j, (a, b) in enumerate(zip(prefix, full)) if a != b), len(full))
+
+
+def _tagged_mask(tokenizer, messages, assistant, full, start, name) -> list[int]:
+    encoded = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    if list(encoded["input_ids"]) != full:
+        raise ValueError(f"{name}: rendering with the assistant mask gave other tokens than without it")
+    mask = list(encoded["assistant_masks"])[start:]
+    runs = sum(1 for j, m in enumerate(mask) if m and (j == 0 or not mask[j - 1]))
+    groups = sum(1 for j, i in enumerate(assistant) if j == 0 or assistant[j - 1] != i - 1)
+    if not groups <= runs <= len(assistant):
+        raise ValueError(
+            f"{name}: the chat template's {{% generation %}} blocks mark {runs} token runs after the prompt for "
+            f"{len(assistant)} assistant messages in {groups} groups; each assistant turn needs its own block, "
+            "and a block must end on a token"
+        )
+    return mask

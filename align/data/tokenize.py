@@ -8,15 +8,19 @@ import sys
 from datasets import Dataset
 
 from align.data.formats import MAX_REPORTED_ERRORS, DataValidationError
-from align.data.render import chat_ids, prompt_ids
+from align.data.render import assistant_mask, chat_ids, prefix_divergence, prompt_ids
 
-__all__ = ["tokenize_dataset", "tokenize_row"]
+__all__ = ["ASSISTANT_MASKS", "tokenize_dataset", "tokenize_row"]
+
+# The optional per-completion token mask: carry it wherever tokenized completions are regrouped.
+ASSISTANT_MASKS = "assistant_masks"
 
 logger = logging.getLogger(__name__)
 
 
-def tokenize_row(row: dict, tokenizer, index: int = 0, source: str = "dataset") -> tuple[list[int], list[list[int]]]:
-    """Untruncated ``(prompt_ids, [completion_ids × K])`` for one internal row (errors name ``source``, ``index``).
+def tokenize_row(row: dict, tokenizer, index: int = 0, source: str = "dataset", *, masks: bool = False) -> tuple:
+    """Untruncated ``(prompt_ids, [completion_ids × K])`` for one internal row (errors name ``source``, ``index``);
+    with ``masks=True`` also ``[assistant_mask × K]``, 1 on the tokens the model wrote.
 
     The prompt is rendered by :func:`align.data.prompt_ids`, the renderer the generator feeds to
     ``generate``, so a sampled completion is trained after exactly the ids it was sampled after.
@@ -30,24 +34,35 @@ def tokenize_row(row: dict, tokenizer, index: int = 0, source: str = "dataset") 
     Standard strings: completion = tokenizer(completion, add_special_tokens=False) + [eos], as TRL
     does, so the model learns to stop. Prompt and completion are tokenized separately: the split is
     then exact, at the cost of possibly different merges at the boundary than tokenizing the joined text.
+
+    A multi-turn completion (assistant, user, ..., assistant) is rendered whole, and its mask marks the
+    assistant turns (:func:`align.data.render.assistant_mask`); a completion of assistant messages
+    only, and a string, is the model's own text throughout (all ones, without rendering anything).
     """
     prompt, completions = row["prompt"], row["completions"]
     try:
         ids = prompt_ids(tokenizer, prompt, name=f"{source}: row {index}: field 'prompt'")
     except ValueError as err:  # empty, or a conversation without a chat template
         raise DataValidationError(str(err)) from err
-    completion_ids = []
+    completion_ids, completion_masks = [], []
     if isinstance(prompt, list):
         for k, completion in enumerate(completions):
             full = chat_ids(tokenizer, prompt + completion)
-            if full[: len(ids)] != ids:
-                diverge = next((j for j, (a, b) in enumerate(zip(ids, full)) if a != b), len(full))
+            if (diverge := prefix_divergence(ids, full)) is not None:
                 raise DataValidationError(
                     f"{source}: row {index}: field 'completions[{k}]': the chat template does not render the prompt (with the "
                     f"generation prompt) as a prefix of prompt + completion; they diverge at token {diverge}: "
                     f"{tokenizer.decode(ids[diverge:])!r} vs {tokenizer.decode(full[diverge : diverge + 8])!r}"
                 )
             completion_ids.append(full[len(ids) :])
+            if masks and any(message["role"] != "assistant" for message in completion):
+                try:
+                    mask = assistant_mask(tokenizer, prompt, completion, full, len(ids), name=f"field 'completions[{k}]'")
+                except ValueError as err:
+                    raise DataValidationError(f"{source}: row {index}: {err}") from err
+                completion_masks.append(mask)
+            else:
+                completion_masks.append([1] * len(completion_ids[-1]))
     else:
         eos = tokenizer.eos_token_id
         if eos is None:
@@ -55,13 +70,14 @@ def tokenize_row(row: dict, tokenizer, index: int = 0, source: str = "dataset") 
         for completion in completions:
             tokens = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
             completion_ids.append(tokens if tokens[-1:] == [eos] else tokens + [eos])
-    return ids, completion_ids
+            completion_masks.append([1] * len(completion_ids[-1]))
+    return (ids, completion_ids, completion_masks) if masks else (ids, completion_ids)
 
 
 def _tokenize_and_truncate(
-    row: dict, index: int, tokenizer, max_length: int | None, max_prompt_length: int | None, source: str
+    row: dict, index: int, tokenizer, max_length: int | None, max_prompt_length: int | None, source: str, masked: bool
 ) -> dict:
-    prompt_ids, completion_ids = tokenize_row(row, tokenizer, index, source)
+    prompt_ids, completion_ids, masks = tokenize_row(row, tokenizer, index, source, masks=True)
     prompt_truncated = max_prompt_length is not None and len(prompt_ids) > max_prompt_length
     if prompt_truncated:
         prompt_ids = prompt_ids[-max_prompt_length:]  # keep the end: the question and the generation prompt
@@ -69,13 +85,22 @@ def _tokenize_and_truncate(
     overlong = room < 1
     truncated = 0 if overlong else sum(len(c) > room for c in completion_ids)
     completion_ids = [[] for _ in completion_ids] if overlong else [c[:room] for c in completion_ids]
-    return {
+    masks = [m[: len(c)] for m, c in zip(masks, completion_ids)]
+    if not overlong and (k := next((k for k, m in enumerate(masks) if not any(m)), None)) is not None:
+        raise DataValidationError(
+            f"{source}: row {index}: field 'completions[{k}]': no assistant token is left to train on after truncating "
+            f"to max_length={max_length}; raise max_length or shorten the conversation"
+        )
+    out = {
         "prompt_ids": prompt_ids,
         "completion_ids": completion_ids,
         "_overlong": overlong,
         "_truncated": truncated,
         "_prompt_truncated": prompt_truncated,
     }
+    if masked:
+        out["assistant_masks"] = masks
+    return out
 
 
 def tokenize_dataset(
@@ -91,7 +116,10 @@ def tokenize_dataset(
     """Tokenize internal rows (from :func:`load_preference_dataset`) into ``prompt_ids`` + ``completion_ids``.
 
     Each output row holds ``prompt_ids: list[int]``, ``completion_ids: list[list[int]]`` (K lists)
-    and the row's optional float fields. Every sequence prompt + completion_k fits ``max_length``
+    and the row's optional float fields; when some completion of the dataset holds a user or tool
+    turn, also ``assistant_masks: list[list[int]]`` (aligned with ``completion_ids``, 1 on the tokens
+    the model wrote: only those are trained and counted). Datasets of single-turn completions get no
+    such column, so their rows and fingerprints are what they were. Every sequence prompt + completion_k fits ``max_length``
     (None: no limit):
 
     - ``max_prompt_length`` (optional) truncates prompts first, keeping their end;
@@ -109,6 +137,11 @@ def tokenize_dataset(
         raise ValueError(f"max_length must be >= 2 (one prompt and one completion token), got {max_length}")
     if max_prompt_length is not None and not 1 <= max_prompt_length < (max_length or max_prompt_length + 1):
         raise ValueError(f"max_prompt_length must be >= 1 and < max_length={max_length}, got {max_prompt_length}")
+    masked = "completions" in dataset.column_names and any(
+        isinstance(completion, list) and any(message["role"] != "assistant" for message in completion)
+        for completions in dataset["completions"]
+        for completion in completions
+    )
     tokenized = dataset.map(
         _tokenize_and_truncate,
         with_indices=True,
@@ -117,6 +150,7 @@ def tokenize_dataset(
             "max_length": max_length,
             "max_prompt_length": max_prompt_length,
             "source": name,
+            "masked": masked,
         },
         remove_columns=["prompt", "completions"],
         num_proc=num_proc,

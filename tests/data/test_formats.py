@@ -113,19 +113,33 @@ CASES = {
         "prompt",
         "got 'system'",
     ),
-    "user turn in a completion": (
+    "completion ending with a user turn": (
         [CONV, {**CONV, "rejected": [BAD, USER]}],
         None,
         1,
         "rejected",
-        "message 1: role 'user': completions must be 'assistant' messages",
+        "message 1: role 'user': the last message of a completion must be an 'assistant' message",
     ),
-    "tool turn in a listed completion": (
+    "listed completion ending with a tool turn": (
         [{"prompt": [USER], "completions": [[GOOD], [BAD, {"role": "tool", "content": "42"}]]}],
         None,
         0,
         "completions[1]",
-        "message 1: role 'tool': completions must be 'assistant'",
+        "message 1: role 'tool': the last message of a completion must be an 'assistant'",
+    ),
+    "completion starting with a user turn": (
+        [CONV, {**CONV, "chosen": [USER, GOOD]}],
+        None,
+        1,
+        "chosen",
+        "message 0: role 'user': the first message of a completion must be an 'assistant' message",
+    ),
+    "system message inside a completion": (
+        [CONV, {**CONV, "chosen": [GOOD, {"role": "system", "content": "Be brief."}, GOOD]}],
+        None,
+        1,
+        "chosen",
+        "message 1: role 'system' inside a completion",
     ),
     # TRL extracts the shared prefix [USER, GOOD], which ends with the assistant's turn
     "implicit prompt diverging at a user turn": (
