@@ -1,7 +1,8 @@
 """Benchmarks during training: every N steps of a trainer and at the end of every loop iteration.
 
-``--benchmark gsm8k`` (or ``alpaca_eval``) in any recipe runs that benchmark on a subset
-(``--benchmark_limit``, default 50) of its test set:
+``--benchmark gsm8k`` (or ``alpaca_eval``, or ``safety``) in any recipe runs that benchmark on a
+subset (``--benchmark_limit``, default 50) of its test set (safety: of its held-out prompts, utility
+problems and NLL rows, :mod:`align.evaluation.safety`):
 
 - in a trainer, :class:`BenchmarkCallback` runs it at step 0, every ``--benchmark_every_steps``
   steps (0: never in between) and at the end of training, with the model being trained (sampling
@@ -28,12 +29,14 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-__all__ = ["BENCHMARK_PREFIX", "Benchmark", "BenchmarkArguments", "BenchmarkCallback", "build_benchmark"]
+__all__ = ["BENCHMARK_PREFIX", "Benchmark", "BenchmarkArguments", "BenchmarkCallback", "SafetyBenchmark", "build_benchmark"]
 
 logger = logging.getLogger(__name__)
 
 BENCHMARK_PREFIX = "benchmark/"
-BENCHMARKS = ("gsm8k", "alpaca_eval")
+BENCHMARKS = ("gsm8k", "alpaca_eval", "safety")
+# The judge of a benchmark when --benchmark_judge is not given.
+DEFAULT_JUDGES = {"alpaca_eval": "lm_judge", "safety": "safety_rules"}
 
 
 @dataclass
@@ -41,7 +44,7 @@ class BenchmarkArguments:
     """A benchmark run during training (align.evaluation.hook); off by default."""
 
     benchmark: str = field(
-        default="none", metadata={"help": "Benchmark run during training: gsm8k, alpaca_eval or none."}
+        default="none", metadata={"help": "Benchmark run during training: gsm8k, alpaca_eval, safety or none."}
     )
     benchmark_limit: int = field(
         default=50, metadata={"help": "Problems / instructions per benchmark run (the first N)."}
@@ -54,10 +57,12 @@ class BenchmarkArguments:
     benchmark_num_fewshot: int = field(
         default=0, metadata={"help": "GSM8K: few-shot exemplars (0: zero-shot chain of thought)."}
     )
-    benchmark_judge: str = field(
-        default="lm_judge", metadata={"help": "AlpacaEval: the pairwise judge (align.rewards plug-in)."}
-    )
-    benchmark_judge_options: str = field(default="{}", metadata={"help": "AlpacaEval: JSON options for the judge."})
+    benchmark_judge: str | None = field(
+        default=None,
+        metadata={"help": "The judge (align.rewards plug-in): AlpacaEval's pairwise judge (default lm_judge), the "
+                  "safety benchmark's verifier (default safety_rules)."},
+    )  # fmt: skip
+    benchmark_judge_options: str = field(default="{}", metadata={"help": "JSON options for the judge."})
 
     def __post_init__(self) -> None:
         if self.benchmark not in (*BENCHMARKS, "none"):
@@ -66,10 +71,13 @@ class BenchmarkArguments:
             raise ValueError("--benchmark_limit must be >= 1 and --benchmark_every_steps >= 0")
         if self.benchmark_max_new_tokens < 1 or self.benchmark_batch_size < 1 or self.benchmark_num_fewshot < 0:
             raise ValueError("--benchmark_max_new_tokens and --benchmark_batch_size must be >= 1, --benchmark_num_fewshot >= 0")
-        if self.benchmark == "alpaca_eval":  # a misspelt judge fails now, not after the first training steps
+        if self.benchmark in DEFAULT_JUDGES:  # a misspelt judge fails now, not after the first training steps
             from align.rewards import check_reward_spec
 
-            check_reward_spec(self.benchmark_judge, **self.judge_options())
+            check_reward_spec(self.judge_spec(), **self.judge_options())
+
+    def judge_spec(self) -> str:
+        return self.benchmark_judge or DEFAULT_JUDGES[self.benchmark]
 
     def judge_options(self) -> dict:
         from align.rewards import reward_options
@@ -124,20 +132,28 @@ class GSM8KBenchmark(Benchmark):
         return {"name": self.name, **asdict(self.config)}
 
 
-class AlpacaEvalBenchmark(Benchmark):
+class _JudgedBenchmark(Benchmark):
+    """A benchmark with a judge plug-in (``judge_spec``, ``judge_options``), built once on first
+    use and only where it is used (the main process): the default AlpacaEval judge loads a model."""
+
+    judge_spec: str
+    judge_options: dict
+    _judge = None
+
+    def judge(self):
+        if self._judge is None:
+            from align.rewards import load_reward
+
+            self._judge = load_reward(self.judge_spec, **self.judge_options)
+        return self._judge
+
+
+class AlpacaEvalBenchmark(_JudgedBenchmark):
     name, headline = "alpaca_eval", "length_controlled_winrate"
 
     def __init__(self, *, judge: str, judge_options: dict, limit: int, max_new_tokens: int, batch_size: int) -> None:
         self.judge_spec, self.judge_options = judge, judge_options
         self.limit, self.max_new_tokens, self.batch_size = limit, max_new_tokens, batch_size
-        self._judge = None
-
-    def judge(self):
-        if self._judge is None:  # built once, on first use (the default judge loads a model)
-            from align.rewards import load_reward
-
-            self._judge = load_reward(self.judge_spec, **self.judge_options)
-        return self._judge
 
     def run(self, model, tokenizer, *, accelerator=None, output_dir=None):
         from align.evaluation.alpaca_eval import run_alpaca_eval
@@ -159,6 +175,26 @@ class AlpacaEvalBenchmark(Benchmark):
                 "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size}  # fmt: skip
 
 
+class SafetyBenchmark(_JudgedBenchmark):
+    """Harmful-behaviour rate, over-refusal, utility and safe/harmful NLL (:mod:`align.evaluation.safety`)."""
+
+    name, headline = "safety", "harmful_rate"
+
+    def __init__(self, config, *, judge: str = DEFAULT_JUDGES["safety"], judge_options: dict | None = None) -> None:
+        self.config, self.judge_spec, self.judge_options = config, judge, judge_options or {}
+
+    def run(self, model, tokenizer, *, accelerator=None, output_dir=None):
+        from align.evaluation.safety import run_safety
+
+        main = accelerator is None or accelerator.is_main_process
+        metrics = run_safety(model, tokenizer, self.config, judge=self.judge() if main else None, accelerator=accelerator,
+                             output_dir=output_dir, cache_key={"unique": str(output_dir)}, show_progress=False)  # fmt: skip
+        return {k: float(v) for k, v in metrics.items()}
+
+    def settings(self) -> dict:
+        return {"name": self.name, "judge": self.judge_spec, "judge_options": self.judge_options, **asdict(self.config)}
+
+
 def build_benchmark(args: BenchmarkArguments) -> Benchmark:
     if args.benchmark == "gsm8k":
         from align.evaluation.gsm8k import GSM8KConfig
@@ -167,9 +203,15 @@ def build_benchmark(args: BenchmarkArguments) -> Benchmark:
                              max_new_tokens=args.benchmark_max_new_tokens, batch_size=args.benchmark_batch_size)  # fmt: skip
         return GSM8KBenchmark(config)
     if args.benchmark == "alpaca_eval":
-        return AlpacaEvalBenchmark(judge=args.benchmark_judge, judge_options=args.judge_options(),
+        return AlpacaEvalBenchmark(judge=args.judge_spec(), judge_options=args.judge_options(),
                                    limit=args.benchmark_limit,
                                    max_new_tokens=args.benchmark_max_new_tokens, batch_size=args.benchmark_batch_size)  # fmt: skip
+    if args.benchmark == "safety":
+        from align.evaluation.safety import SafetyConfig
+
+        config = SafetyConfig(limit=args.benchmark_limit, max_new_tokens=args.benchmark_max_new_tokens,
+                              batch_size=args.benchmark_batch_size)  # fmt: skip
+        return SafetyBenchmark(config, judge=args.judge_spec(), judge_options=args.judge_options())
     raise ValueError(f"unknown benchmark {args.benchmark!r}; known: {', '.join(BENCHMARKS)}")
 
 
