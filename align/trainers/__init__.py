@@ -4,6 +4,7 @@ from align.trainers.base import PreferenceConfig, PreferenceTrainer, completion_
 from align.trainers.haepo import HAEPOConfig, HAEPOTrainer
 from align.trainers.implicit_prm import ImplicitPRMConfig, ImplicitPRMTrainer, labelled_pairs
 from align.trainers.rpo import RPOConfig, RPOTrainer
+from align.trainers.safe_align import SAFETY_OBJECTIVES, SafeAlignConfig, SafeAlignTrainer
 from align.trainers.sppo import SPPOConfig, SPPOTrainer
 
 __all__ = [
@@ -15,8 +16,11 @@ __all__ = [
     "PreferenceTrainer",
     "RPOConfig",
     "RPOTrainer",
+    "SAFETY_OBJECTIVES",
     "SPPOConfig",
     "SPPOTrainer",
+    "SafeAlignConfig",
+    "SafeAlignTrainer",
     "completion_logps",
     "labelled_pairs",
     "objective_fields",
