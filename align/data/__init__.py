@@ -24,6 +24,11 @@ from align.data.loading import dataset_kind, load_preference_dataset, read_rows
 from align.data.multistep import StepCheck, builtin_multistep, check_solution, multistep_problems, step_spans
 from align.data.prepare import prepare_preference_dataset
 from align.data.render import chat_ids, prompt_ids
+from align.data.safety import (
+    harmfulqa_to_single,
+    messages_to_single,
+    split_conversation,
+)
 from align.data.split import split_held_out
 from align.data.tasks import arithmetic_problems, builtin_arithmetic, load_prompt_dataset
 from align.data.tokenize import ASSISTANT_MASKS, tokenize_dataset, tokenize_row
@@ -49,15 +54,18 @@ __all__ = [
     "detect_kind",
     "final_answer",
     "gsm8k_pairs",
+    "harmfulqa_to_single",
     "json_safe",
     "load_gsm8k",
     "load_preference_dataset",
     "load_prompt_dataset",
+    "messages_to_single",
     "multistep_problems",
     "normalize_rows",
     "prepare_preference_dataset",
     "prompt_ids",
     "read_rows",
+    "split_conversation",
     "split_held_out",
     "step_spans",
     "tokenize_dataset",

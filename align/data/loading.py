@@ -8,7 +8,8 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetInfo
 
-from align.data.formats import DataValidationError, check_chat_template, check_kind, normalize_rows
+from align.data.formats import DataValidationError, check_chat_template, check_kind, detect_kind, normalize_rows
+from align.data.safety import HARMFULQA_COLUMNS, harmfulqa_to_single, messages_to_single
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -38,9 +39,12 @@ def load_preference_dataset(
     ``source`` is a local ``.jsonl``/``.json``/``.parquet`` file, a folder of them (read in sorted
     order), a ``datasets.Dataset``, a built-in set (``builtin:gsm8k_pairs``, see
     :func:`align.data.gsm8k.builtin_gsm8k_pairs`), or otherwise a Hugging Face Hub id (``split``
-    applies to hub ids and built-ins). ``kind`` ("pair" | "list" | "single" | None = from the columns) is what the objective
-    needs. Errors name the source (the file path or hub id; ``name`` for an in-memory Dataset), the
-    row and the field. Returns a ``Dataset`` of internal rows: ``prompt``, ``completions`` and the
+    applies to hub ids and built-ins). Conversations in the HarmfulQA layout (``blue_conversations``/
+    ``red_conversations``, e.g. ``declare-lab/HarmfulQA``) or the OpenAI messages format
+    (``messages`` + optional ``label``) become labelled single rows first (:mod:`align.data.safety`).
+    ``kind`` ("pair" | "list" | "single" | None = from the columns) is what the objective needs.
+    Errors name the source (the file path or hub id; ``name`` for an in-memory Dataset), the row and
+    the field. Returns a ``Dataset`` of internal rows: ``prompt``, ``completions`` and the
     optional float fields.
 
     ``identical_pairs`` ("drop" | "error" | "keep"): pairs whose chosen equals rejected are dropped
@@ -58,10 +62,21 @@ def load_preference_dataset(
         if tokenizer is not None:
             check_chat_template(source.select_columns(["prompt", "completions"]), tokenizer, name or "dataset")
         return source
-    rows, kind = normalize_rows(
-        read_rows(source, split, name=name), kind, identical_pairs=identical_pairs, tokenizer=tokenizer
-    )
+    parts = [_from_conversations(part, rows) for part, rows in read_rows(source, split, name=name)]
+    rows, kind = normalize_rows(parts, kind, identical_pairs=identical_pairs, tokenizer=tokenizer)
     return Dataset.from_list(rows, info=DatasetInfo(description=_KIND_MARKER + kind))
+
+
+def _from_conversations(name: str, rows: list) -> tuple[str, list]:
+    """A source in the HarmfulQA layout or the OpenAI messages format as single rows (:mod:`align.data.safety`);
+    any other source as it is. HarmfulQA gives a row per conversation, so later errors (the chat-template
+    check) number the converted rows, and the name says so."""
+    columns = {key for row in rows if isinstance(row, dict) for key in row}
+    if columns & set(HARMFULQA_COLUMNS):
+        return f"{name} (HarmfulQA layout, as one row per conversation)", harmfulqa_to_single(rows, name)
+    if "messages" in columns and detect_kind(columns) is None:
+        return name, messages_to_single(rows, name)
+    return name, rows
 
 
 def dataset_kind(dataset: Dataset) -> str | None:
