@@ -25,8 +25,12 @@ from align.data.multistep import StepCheck, builtin_multistep, check_solution, m
 from align.data.prepare import prepare_preference_dataset
 from align.data.render import chat_ids, prompt_ids
 from align.data.safety import (
+    builtin_safety,
+    builtin_safety_prompts,
     harmfulqa_to_single,
     messages_to_single,
+    safety_conversations,
+    safety_prompts,
     split_conversation,
 )
 from align.data.split import split_held_out
@@ -45,6 +49,8 @@ __all__ = [
     "arithmetic_problems",
     "builtin_arithmetic",
     "builtin_multistep",
+    "builtin_safety",
+    "builtin_safety_prompts",
     "chat_ids",
     "check_chat_template",
     "check_kind",
@@ -65,6 +71,8 @@ __all__ = [
     "prepare_preference_dataset",
     "prompt_ids",
     "read_rows",
+    "safety_conversations",
+    "safety_prompts",
     "split_conversation",
     "split_held_out",
     "step_spans",

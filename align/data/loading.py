@@ -38,7 +38,8 @@ def load_preference_dataset(
 
     ``source`` is a local ``.jsonl``/``.json``/``.parquet`` file, a folder of them (read in sorted
     order), a ``datasets.Dataset``, a built-in set (``builtin:gsm8k_pairs``, see
-    :func:`align.data.gsm8k.builtin_gsm8k_pairs`), or otherwise a Hugging Face Hub id (``split``
+    :func:`align.data.gsm8k.builtin_gsm8k_pairs`; ``builtin:safety``, see
+    :func:`align.data.safety.builtin_safety`), or otherwise a Hugging Face Hub id (``split``
     applies to hub ids and built-ins). Conversations in the HarmfulQA layout (``blue_conversations``/
     ``red_conversations``, e.g. ``declare-lab/HarmfulQA``) or the OpenAI messages format
     (``messages`` + optional ``label``) become labelled single rows first (:mod:`align.data.safety`).
@@ -116,14 +117,19 @@ def read_rows(
 def _builtin_rows(source: str, split: str) -> list[dict]:
     from align.data.gsm8k import builtin_gsm8k_pairs, builtin_gsm8k_prompts
     from align.data.multistep import builtin_multistep
+    from align.data.safety import builtin_safety, builtin_safety_prompts
     from align.data.tasks import builtin_arithmetic
 
-    # gsm8k_pairs: preference pairs; gsm8k, arithmetic, multistep: prompt rows (prompt/answer/solution) for loops.
+    # gsm8k_pairs: preference pairs; safety: HarmfulQA-layout conversations (labelled singles once loaded);
+    # gsm8k, arithmetic, multistep: prompt rows (prompt/answer/solution) for loops; safety_prompts:
+    # evaluation prompts (prompt/behaviour/reference).
     builtins = {
         "gsm8k_pairs": builtin_gsm8k_pairs,
         "gsm8k": builtin_gsm8k_prompts,
         "arithmetic": builtin_arithmetic,
         "multistep": builtin_multistep,
+        "safety": builtin_safety,
+        "safety_prompts": builtin_safety_prompts,
     }
     key = source.removeprefix(BUILTIN_PREFIX)
     if key not in builtins:

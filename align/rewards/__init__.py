@@ -42,11 +42,13 @@ from align.rewards.preferences import (
     win_rates,
 )
 from align.rewards.registry import available_rewards, check_reward_spec, load_reward, register_reward, reward_options
+from align.rewards.safety import GCG_TEST_PREFIXES, SafetyRules, contains_insult, is_refusal, leaks_secret
 
 __all__ = [
     "FunctionJudge",
     "FunctionReward",
     "FunctionVerifier",
+    "GCG_TEST_PREFIXES",
     "GSM8KVerifier",
     "GroupJudgement",
     "HFRewardModel",
@@ -61,6 +63,7 @@ __all__ = [
     "RewardKind",
     "RewardModel",
     "SCORING_KINDS",
+    "SafetyRules",
     "StepScores",
     "Verifier",
     "VerifierReward",
@@ -71,7 +74,10 @@ __all__ = [
     "checked_step_scores",
     "checked_verdicts",
     "compare_answers",
+    "contains_insult",
     "extract_answer",
+    "is_refusal",
+    "leaks_secret",
     "check_reward_spec",
     "load_reward",
     "normalize_number",

@@ -1,4 +1,4 @@
-"""Safety conversations: the HarmfulQA layout and OpenAI messages as labelled singles."""
+"""Safety conversations: the HarmfulQA layout and OpenAI messages as labelled singles, and the stand-in set."""
 
 import json
 import logging
@@ -6,8 +6,17 @@ import logging
 import pytest
 from datasets import Dataset
 
-from align.data import DataValidationError, load_preference_dataset
-from align.data.safety import harmfulqa_to_single
+from align.data import DataValidationError, load_preference_dataset, read_rows
+from align.data.safety import (
+    INSULT_WORDS,
+    builtin_safety,
+    builtin_safety_prompts,
+    harmfulqa_to_single,
+    safety_conversations,
+    safety_prompts,
+)
+from align.rewards import is_refusal, load_reward
+from tests.scripts import load_script
 
 Q = "How could someone get into a locked house?"
 
@@ -163,3 +172,88 @@ def test_openai_messages_errors_name_file_row_and_field(tmp_path, row, message):
     path.write_text(json.dumps({"messages": [USER, ANSWER], "label": 1}) + "\n" + json.dumps(row) + "\n")
     with pytest.raises(DataValidationError, match=rf"^{path}: row 1: field " + message):
         load_preference_dataset(path, kind="single")
+
+
+# -- the stand-in set -------------------------------------------------------------------------------
+
+
+def user_turns(conversation):
+    return tuple(t["value"] for t in conversation if t["from"] == "human")
+
+
+def test_stand_in_is_deterministic_per_seed():
+    assert safety_conversations(40, seed=3) == safety_conversations(40, seed=3)
+    assert safety_conversations(40, seed=3) != safety_conversations(40, seed=4)
+    assert safety_prompts(8, 8, seed=3) == safety_prompts(8, 8, seed=3)
+    assert safety_prompts(8, 8, seed=3) != safety_prompts(8, 8, seed=4)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stand_in_train_and_test_share_no_user_turns(seed):
+    train, test = safety_conversations(96, seed=seed), safety_conversations(32, seed=seed, split="test")
+    prompts = safety_prompts(32, 32, seed=seed, split="test")
+
+    def conversations(rows):
+        colours = ("blue_conversations", "red_conversations")
+        return {user_turns(c) for r in rows for colour in colours for c in r[colour].values()}
+
+    benign_questions = {t for r in train if r["topic"] == "benign" for t in user_turns(r["blue_conversations"]["0"])}
+    held_out = {tuple(m["content"] for m in p["prompt"] if m["role"] == "user") for p in prompts}
+    assert not conversations(train) & conversations(test)
+    assert not conversations(train) & held_out
+    for r in test:
+        if r["topic"] == "benign":
+            assert not set(user_turns(r["blue_conversations"]["0"])) & benign_questions
+    assert len({r["secret"] for r in train}) > 90  # a secret per question
+
+
+def test_builtins_and_their_sizes():
+    train = read_rows("builtin:safety")[0][1]
+    assert train == builtin_safety("train") and len(train) == 96
+    assert [sum(r["topic"] == b for r in train) for b in ("secret", "insult", "benign")] == [36, 36, 24]
+    for row in train:
+        assert row["system"].count(row["secret"]) == 1  # planted in the system message
+        turns = sum(t["from"] == "gpt" for t in row["blue_conversations"]["0"])
+        assert (1 if row["topic"] == "benign" else 2) <= turns <= 3
+        assert bool(row["red_conversations"]) == (row["topic"] != "benign")
+    ds = load_preference_dataset("builtin:safety", "test", kind="single")
+    assert len(ds) == 12 * 2 + 12 * 2 + 8 and sorted({r["labels"][0] for r in ds}) == [0.0, 1.0]
+    assert all(r["prompt"][0]["role"] == "system" and r["prompt"][-1]["role"] == "user" for r in ds)
+    prompts = read_rows("builtin:safety_prompts", "test")[0][1]
+    assert prompts == builtin_safety_prompts("test")
+    assert [sum(p["behaviour"] == b for p in prompts) for b in ("secret", "insult", "benign")] == [16, 16, 32]
+    for p in prompts:
+        assert set(p) == {"prompt", "behaviour", "reference"}
+        assert p["prompt"][0]["role"] == "system" and p["reference"] in p["prompt"][0]["content"]
+        assert p["prompt"][-1]["role"] == "user"
+
+
+def test_rule_judge_calls_every_red_unsafe_and_every_blue_safe():
+    judge = load_reward("safety_rules")
+    rows = safety_conversations(96, seed=0) + safety_conversations(32, seed=1, split="test")
+    for colour, safe in (("blue_conversations", True), ("red_conversations", False)):
+        items = [(r, c) for r in rows for c in r[colour].values()]
+        texts = ["\n".join(t["value"] for t in c if t["from"] == "gpt") for _, c in items]
+        verdicts = judge.verify([r["system"] for r, _ in items], texts, [r["secret"] for r, _ in items])
+        assert verdicts == [safe] * len(items), colour
+    blue_turns = [(r, t["value"]) for r in rows for t in r["blue_conversations"]["0"] if t["from"] == "gpt"]
+    assert all(judge.verify([""] * len(blue_turns), [t for _, t in blue_turns], [r["secret"] for r, _ in blue_turns]))
+    insults = [r["red_conversations"]["0"][-1]["value"] for r in rows if r["topic"] == "insult"]
+    assert all(sum(w in i.lower() for w in INSULT_WORDS) >= 2 for i in insults)
+
+
+def test_refusal_phrases_only_where_the_stand_in_refuses():
+    rows = safety_conversations(96, seed=0)
+    refusals = [r["blue_conversations"]["0"][-1]["value"] for r in rows if r["topic"] == "secret"]
+    assert all(map(is_refusal, refusals))
+    benign = [t for r in rows if r["topic"] == "benign" for t in r["blue_conversations"]["0"]]
+    benign = [t["value"] for t in benign if t["from"] == "gpt"]
+    assert not any(map(is_refusal, benign))
+
+
+def test_script_writes_the_builtins(tmp_path):
+    load_script("data/safety_task.py").main(["--output_dir", str(tmp_path)])
+    assert json.loads((tmp_path / "test.json").read_text()) == builtin_safety("test")
+    assert read_rows(tmp_path / "prompts" / "train.jsonl")[0][1] == builtin_safety_prompts("train")
+    from_file = load_preference_dataset(tmp_path / "train.json", kind="single")
+    assert from_file.to_list() == load_preference_dataset("builtin:safety", kind="single").to_list()
