@@ -1,9 +1,10 @@
 """Train the tiny model for two steps (likelihood-drift probes every step) and write the log
 history and the drift records as JSON; run under
-`accelerate launch` with 1 or 2 processes. Usage: dist_run.py MODEL_DIR REF_DIR OUT_JSON PER_DEVICE_BATCH [implicit_prm] [haepo]
+`accelerate launch` with 1 or 2 processes. Usage: dist_run.py MODEL_DIR REF_DIR OUT_JSON PER_DEVICE_BATCH [implicit_prm] [haepo] [safe_align]
 
 With ``implicit_prm``, the same launch then trains both implicit PRM variants the same way (see
-:func:`implicit_prm_runs`), with ``haepo`` HAEPO on lists of different K (:func:`haepo_run`), so
+:func:`implicit_prm_runs`), with ``haepo`` HAEPO on lists of different K (:func:`haepo_run`), with ``safe_align`` SAFE-ALIGN
+and NPO on multi-turn conversations (:func:`safe_align_runs`), so
 one launch serves several checks.
 
 The reference is loaded from its own folder (not perturbed in place) so that it also loads
@@ -19,6 +20,7 @@ from tests.trainers.common import pair_dataset  # noqa: E402
 from tests.trainers.test_base import load  # noqa: E402
 from tests.trainers.test_haepo import list_dataset  # noqa: E402
 from tests.trainers.test_implicit_prm import labelled_dataset  # noqa: E402
+from tests.trainers.test_safe_align import safety_dataset  # noqa: E402
 
 from align.callbacks import LikelihoodDriftCallback  # noqa: E402
 from align.distributed import finish_distributed  # noqa: E402
@@ -29,6 +31,8 @@ from align.trainers import (  # noqa: E402
     ImplicitPRMTrainer,
     RPOConfig,
     RPOTrainer,
+    SafeAlignConfig,
+    SafeAlignTrainer,
 )
 
 
@@ -53,6 +57,8 @@ def main():
         trainer, result["implicit_prm"] = implicit_prm_runs(model_dir, ref_dir, out.parent, per_device)
     if "haepo" in sys.argv[5:]:
         trainer, result["haepo"] = haepo_run(model_dir, ref_dir, out.parent, per_device)
+    if "safe_align" in sys.argv[5:]:
+        trainer, result["safe_align"] = safe_align_runs(model_dir, ref_dir, out.parent, per_device)
     if trainer.accelerator.is_main_process:
         out.write_text(json.dumps(result))
     finish_distributed(trainer.accelerator)
@@ -105,6 +111,28 @@ def haepo_run(model_dir, ref_dir, folder: Path, per_device: int):
     final = trainer.evaluate()
     run = {"log_history": trainer.state.log_history, "final": final} if trainer.accelerator.is_main_process else {}
     return trainer, run
+
+
+def safe_align_runs(model_dir, ref_dir, folder: Path, per_device: int):
+    """SAFE-ALIGN (per-token bounded ascent, λ_red = 1) and NPO (against a separate reference), two
+    SGD steps on 8 conversations (4 safe, 4 harmful, some multi-turn: user turns masked), then the
+    eval loss on the same rows. Returns the last trainer and, per objective, what it logged."""
+    runs = {}
+    for objective, extra in (("safe_align", {"red_weight": 1.0, "threshold": 6.0}), ("npo", {"beta": 0.5})):
+        args = SafeAlignConfig(
+            output_dir=str(folder / objective), objective=objective, per_device_train_batch_size=per_device,
+            per_device_eval_batch_size=per_device, max_steps=2, learning_rate=0.05, logging_steps=1, save_strategy="no",
+            report_to="none", max_length=128, seed=0, disable_tqdm=True, optim="sgd", lr_scheduler_type="constant", **extra,
+        )  # fmt: skip
+        model, tok = load(model_dir)
+        ref, _ = load(ref_dir)
+        data = safety_dataset(8)
+        trainer = SafeAlignTrainer(model, args, data, data, tok, ref_model=ref if objective == "npo" else None)
+        trainer.train()
+        final = trainer.evaluate()
+        if trainer.accelerator.is_main_process:
+            runs[objective] = {"log_history": trainer.state.log_history, "final": final}
+    return trainer, runs
 
 
 if __name__ == "__main__":

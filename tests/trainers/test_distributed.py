@@ -53,14 +53,15 @@ def launch(models, tmp_path, launch_args, per_device_batch, *extra):
     return json.loads(out.read_text())
 
 
-# Launches that also train the implicit PRM and HAEPO (dist_run.py ... implicit_prm haepo): one launch, several checks.
+# Launches that also train the implicit PRM, HAEPO and SAFE-ALIGN/NPO (dist_run.py ... implicit_prm haepo safe_align):
+# one launch, several checks.
 IMPLICIT_PRM_LAUNCHES = ("ddp", "zero3")
 
 
 @pytest.fixture(scope="module")
 def single(models, tmp_path_factory):
     launch_args = ["--num_processes", "1", "--dynamo_backend", "no"]
-    return launch(models, tmp_path_factory.mktemp("single"), launch_args, 8, "implicit_prm", "haepo")
+    return launch(models, tmp_path_factory.mktemp("single"), launch_args, 8, "implicit_prm", "haepo", "safe_align")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def launched(models, tmp_path_factory):
 
     def get(name):
         if name not in runs:
-            extra = ["implicit_prm", "haepo"] if name in IMPLICIT_PRM_LAUNCHES else []
+            extra = ["implicit_prm", "haepo", "safe_align"] if name in IMPLICIT_PRM_LAUNCHES else []
             runs[name] = launch(models, tmp_path_factory.mktemp(name), LAUNCHES[name], 4, *extra)
         return runs[name]
 
@@ -151,3 +152,23 @@ def test_haepo_two_processes_match_one(name, single, launched):
     assert steps[1]["haepo/kl"] > 1e-4 and steps[1]["loss"] != pytest.approx(steps[0]["loss"], abs=1e-4)
     for key in ("eval_loss", "eval_haepo/pl_term", "eval_haepo/kl"):
         assert ours["final"][key] == pytest.approx(expected["final"][key], abs=1e-5), (name, key)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", IMPLICIT_PRM_LAUNCHES)
+def test_safe_align_two_processes_match_one(name, single, launched):
+    """SAFE-ALIGN and NPO on 8 conversations (multi-turn ones with their user turns masked) under
+    DDP and ZeRO-3 equal one process on the same global batch: every logged term at both steps and
+    the eval loss after them."""
+    for objective, ours in launched(name)["safe_align"].items():
+        expected = single["safe_align"][objective]
+        steps = [entry for entry in ours["log_history"] if "loss" in entry]
+        reference = [entry for entry in expected["log_history"] if "loss" in entry]
+        assert len(steps) == len(reference) == 2
+        for mine, theirs in zip(steps, reference):
+            keys = set(theirs) - {"grad_norm", "learning_rate", "epoch", "step"}
+            assert keys >= {"loss", "nll/safe", "nll/harmful"}
+            for key in keys:
+                assert mine[key] == pytest.approx(theirs[key], abs=1e-5), (name, objective, key, mine["step"])
+        assert steps[1]["loss"] != pytest.approx(steps[0]["loss"], abs=1e-4)  # the first step changed the model
+        assert ours["final"]["eval_loss"] == pytest.approx(expected["final"]["eval_loss"], abs=1e-5), (name, objective)
