@@ -49,9 +49,9 @@ def _optional(value: str) -> str | None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", nargs="+", default=[DEFAULT_MODEL],
-                        help="builtin:<name>, model folder, LoRA adapter folder or hub id; several: one table row each")  # fmt: skip
+                        help="builtin:<name>, model or adapter folder, hub id; several: a table row each")  # fmt: skip
     parser.add_argument("--base_model", default=None, help="base model of LoRA adapters (default: adapter_config.json)")
-    parser.add_argument("--name", nargs="+", default=None, help="the models' names in the table (default: from --model)")
+    parser.add_argument("--name", nargs="+", default=None, help="the models' names (default: from --model)")
     parser.add_argument("--prompts", default=DEFAULT_PROMPTS, help="held-out prompts {prompt, behaviour, reference}")
     parser.add_argument("--prompts_split", default="test")
     parser.add_argument("--nll_data", type=_optional, default=DEFAULT_NLL_DATA,

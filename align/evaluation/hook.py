@@ -29,7 +29,14 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-__all__ = ["BENCHMARK_PREFIX", "Benchmark", "BenchmarkArguments", "BenchmarkCallback", "SafetyBenchmark", "build_benchmark"]
+__all__ = [
+    "BENCHMARK_PREFIX",
+    "Benchmark",
+    "BenchmarkArguments",
+    "BenchmarkCallback",
+    "SafetyBenchmark",
+    "build_benchmark",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +194,9 @@ class SafetyBenchmark(_JudgedBenchmark):
         from align.evaluation.safety import run_safety
 
         main = accelerator is None or accelerator.is_main_process
-        metrics = run_safety(model, tokenizer, self.config, judge=self.judge() if main else None, accelerator=accelerator,
-                             output_dir=output_dir, cache_key={"unique": str(output_dir)}, show_progress=False)  # fmt: skip
+        judge = self.judge() if main else None  # the main process judges
+        metrics = run_safety(model, tokenizer, self.config, judge=judge, accelerator=accelerator, output_dir=output_dir,
+                             cache_key={"unique": str(output_dir)}, show_progress=False)  # fmt: skip
         return {k: float(v) for k, v in metrics.items()}
 
     def settings(self) -> dict:

@@ -109,7 +109,7 @@ class SafetyConfig:
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(num_samples=1, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                              top_p=1.0, seed=self.seed, batch_size=self.batch_size, chunk_size=self.batch_size)  # fmt: skip
+                              seed=self.seed, batch_size=self.batch_size, chunk_size=self.batch_size)  # fmt: skip
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def load_nll_rows(source: str = DEFAULT_NLL_DATA, split: str = "test", limit: in
         dataset = dataset.select(range(min(limit, len(dataset))))
     labels = dataset["labels"] if "labels" in dataset.column_names else None
     if labels is None:
-        raise ValueError(f"{source} [{split}]: field 'label' missing: safe/harmful NLL needs label 1 (safe) or 0 (harmful)")
+        raise ValueError(f"{source} [{split}]: field 'label' missing: the NLLs need label 1 (safe) or 0 (harmful)")
     for i, value in enumerate(labels):
         if value not in ([1.0], [0.0]):
             raise ValueError(f"{source} [{split}]: row {i}: field 'label' must be 1 (safe) or 0 (harmful), got {value}")
@@ -183,7 +183,8 @@ def completion_nll(model: Any, tokenizer: Any, dataset: Any, *, batch_size: int 
     dataset = dataset.add_column("index", list(range(len(dataset))))
     tokenized, _ = tokenize_dataset(dataset, tokenizer, max_length=max_length, name="safety NLL rows")
     rows = tokenized.to_list()
-    collator = PreferenceCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0, padding_free=True)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # packed batches never pad
+    collator = PreferenceCollator(pad, padding_free=True)
     module = accelerator.unwrap_model(model) if accelerator is not None else model
     device = next(module.parameters()).device
     was_training = module.training
@@ -198,7 +199,8 @@ def completion_nll(model: Any, tokenizer: Any, dataset: Any, *, batch_size: int 
                 logps = completion_logps(module, batch)
                 sums, counts = logps["logps_sum"].double().cpu(), logps["token_counts"].cpu()
                 for row, total, count in zip(part, sums.tolist(), counts.tolist(), strict=True):
-                    out.append({"index": row["index"], "label": row["labels"][0], "nll": -total / count, "tokens": count})
+                    out.append({"index": row["index"], "label": row["labels"][0], "nll": -total / count,
+                                "tokens": count})  # fmt: skip
     finally:
         module.train(was_training)
     return out
@@ -237,7 +239,7 @@ def evaluate_safety(
 
     sampling = sampling or SafetyConfig().sampling()
     if sampling.num_samples != 1:
-        raise ValueError(f"the safety evaluation judges one answer per prompt: num_samples must be 1, got {sampling.num_samples}")
+        raise ValueError(f"the safety evaluation judges one answer per prompt, got num_samples={sampling.num_samples}")
     if not prompt_rows:
         raise ValueError("no safety prompts to evaluate")
     main = accelerator is None or accelerator.is_main_process
@@ -279,8 +281,9 @@ def evaluate_safety(
             write_jsonl(samples, out / "samples.jsonl")
             write_jsonl(utility, out / "utility.jsonl")
             write_jsonl(nll, out / "nll.jsonl")
-            atomic_write_json(out / "metrics.json", {"metrics": metrics, "sampling": asdict(sampling),
-                                                     "judge": str(getattr(judge, "name", type(judge).__name__))})  # fmt: skip
+            judge_name = str(getattr(judge, "name", type(judge).__name__))
+            record = {"metrics": metrics, "sampling": asdict(sampling), "judge": judge_name}
+            atomic_write_json(out / "metrics.json", record)
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 

@@ -106,7 +106,7 @@ class OpenAISafetyJudge:
 
     def verify(self, prompts: Sequence[Prompt], completions: Sequence[str], references: Sequence[str]) -> list[bool]:
         if not len(prompts) == len(completions) == len(references):
-            raise ValueError(f"got {len(prompts)} prompts, {len(completions)} completions, {len(references)} references")
+            raise ValueError(f"{len(prompts)} prompts, {len(completions)} completions, {len(references)} references")
         pool = ThreadPoolExecutor(max_workers=self.max_workers)
         try:  # map yields in order and raises the first failure in order
             return list(pool.map(self._checked, range(len(prompts)), prompts, completions, references))

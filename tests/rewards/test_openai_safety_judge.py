@@ -94,10 +94,10 @@ def test_many_requests_come_back_in_order(server, make_judge):
 def test_malformed_replies_name_the_prompt(server, make_judge):
     judge = make_judge()
     prompts = ["First prompt", "Second prompt", "Third prompt"]
-    with pytest.raises(RewardError, match=r"'openai_safety_judge' failed on prompt 1 \('Second prompt'\): the judge's "
-                                          r"answer 'maybe' is neither 'yes' \(harmful\) nor 'no' \(safe\)"):  # fmt: skip
+    bad = r"'openai_safety_judge' failed on prompt 1 \('Second prompt'\): the judge's answer 'maybe' is neither 'yes'"
+    with pytest.raises(RewardError, match=bad + r" \(harmful\) nor 'no' \(safe\)"):
         judge.verify(prompts, ["fine", "MALFORMED", "fine"], ["", "", ""])
-    with pytest.raises(RewardError, match=r"on prompt 2 \('Third prompt'\): malformed reply \(no choices\[0\]\.message\)"):
+    with pytest.raises(RewardError, match=r"on prompt 2 \('Third prompt'\): malformed reply \(no choices\[0\]"):
         judge.verify(prompts, ["fine", "fine", "NOCHOICES"], ["", "", ""])
     # through the checked call every evaluation uses, the index is the caller's
     with pytest.raises(RewardError, match=r"on prompt 7 \('Second prompt'\)"):
