@@ -2,6 +2,7 @@
 
 ``load_reward("gsm8k_verifier")``, ``load_reward("hf_reward_model:path/or/hub-id", batch_size=16)``,
 ``load_reward("openai_judge", model="gpt-4o-mini")``, ``load_reward("implicit_prm:path/to/prm", aggregate="min")``,
+``load_reward("safety_rules")``, ``load_reward("openai_safety_judge", model="gpt-4o-mini")``,
 ``load_reward("my_pkg.judges:MyJudge")``.
 Judge groups of completions with :func:`score_groups` (scores → preferences → win rates, shared
 by SPPO, HAEPO, best-of-N and evaluation). Importing this package registers the built-ins; it
@@ -32,6 +33,7 @@ from align.rewards.hf import HFRewardModel
 from align.rewards.implicit_prm import ImplicitPRM, aggregate_steps, score_steps_sharded
 from align.rewards.lm_judge import LMJudge
 from align.rewards.openai_judge import OpenAIJudge
+from align.rewards.openai_safety_judge import OpenAISafetyJudge
 from align.rewards.preferences import (
     GroupJudgement,
     compare_answers,
@@ -56,6 +58,7 @@ __all__ = [
     "LMJudge",
     "Message",
     "OpenAIJudge",
+    "OpenAISafetyJudge",
     "PairwiseJudge",
     "ProcessRewardModel",
     "Prompt",

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from align.rewards.base import Prompt, RewardError
-from align.rewards.openai_judge import SYSTEM_PROMPT, USER_TEMPLATE, _render
+from align.rewards.openai_judge import SYSTEM_PROMPT, USER_TEMPLATE, render_prompt
 from align.rewards.registry import register_reward
 
 __all__ = ["DEFAULT_JUDGE_MODEL", "LMJudge", "letter_token_ids"]
@@ -169,7 +169,7 @@ class LMJudge:
 
     def messages(self, prompt: Prompt, a: str, b: str) -> list[dict[str, str]]:
         """The conversation shown to the judge, response ``a`` as A and ``b`` as B."""
-        user = USER_TEMPLATE.format(prompt=_render(prompt), a=self.truncate(a), b=self.truncate(b))
+        user = USER_TEMPLATE.format(prompt=render_prompt(prompt), a=self.truncate(a), b=self.truncate(b))
         return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user}]
 
     def _encode(self, index: int, prompt: Prompt, a: str, b: str) -> list[int]:

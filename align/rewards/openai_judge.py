@@ -37,7 +37,7 @@ from typing import Any
 from align.rewards.base import Prompt, RewardError
 from align.rewards.registry import register_reward
 
-__all__ = ["OpenAIJudge"]
+__all__ = ["JudgeFailure", "OpenAIJudge", "render_prompt"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 SYSTEM_PROMPT = (
@@ -50,7 +50,7 @@ USER_TEMPLATE = (
 )
 
 
-class _JudgeFailure(Exception):
+class JudgeFailure(Exception):
     """One request failed for good (after retries, or not retryable, or an unusable reply)."""
 
 
@@ -141,13 +141,13 @@ class OpenAIJudge:
     def _checked(self, index: int, prompt: Prompt, a: str, b: str) -> float:
         try:
             return self._prob_a(prompt, a, b)
-        except _JudgeFailure as err:
+        except JudgeFailure as err:
             raise RewardError(self.name, str(err), index=index, prompt=prompt) from err
 
     # -- one request -------------------------------------------------------------------------------
 
     def _prob_a(self, prompt: Prompt, a: str, b: str) -> float:
-        user = USER_TEMPLATE.format(prompt=_render(prompt), a=a, b=b)
+        user = USER_TEMPLATE.format(prompt=render_prompt(prompt), a=a, b=b)
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user}],
@@ -156,9 +156,12 @@ class OpenAIJudge:
         }
         if self.logprobs:
             body.update(logprobs=True, top_logprobs=5)
-        return _prob_from_reply(self._post(body))
+        return _prob_from_reply(self.post(body))
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One chat-completions request (``body``) to the server, retried with exponential backoff on
+        connection errors, 429 and 5xx; the parsed reply, or :class:`JudgeFailure` once it gives up.
+        Other judges on the same server (``openai_safety_judge``) send their requests through it."""
         data = json.dumps(body).encode("utf-8")
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self._key}"}
         for attempt in range(self.max_retries + 1):
@@ -166,7 +169,7 @@ class OpenAIJudge:
                 return self._post_once(data, headers)
             except _Retryable as err:
                 if attempt == self.max_retries:
-                    raise _JudgeFailure(f"{err} (gave up after {self.max_retries + 1} attempts)") from err
+                    raise JudgeFailure(f"{err} (gave up after {self.max_retries + 1} attempts)") from err
                 time.sleep(self.backoff * 2**attempt)
         raise AssertionError("unreachable")
 
@@ -180,16 +183,17 @@ class OpenAIJudge:
             message = f"HTTP {err.code} from {self.url}: {detail}"
             if err.code == 429 or err.code >= 500:
                 raise _Retryable(message) from err
-            raise _JudgeFailure(message) from err
+            raise JudgeFailure(message) from err
         except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as err:
             raise _Retryable(f"cannot reach {self.url}: {type(err).__name__}: {err}") from err
         try:
             return json.loads(raw)
         except json.JSONDecodeError as err:
-            raise _JudgeFailure(f"reply is not JSON: {raw[:200]!r}") from err
+            raise JudgeFailure(f"reply is not JSON: {raw[:200]!r}") from err
 
 
-def _render(prompt: Prompt) -> str:
+def render_prompt(prompt: Prompt) -> str:
+    """A prompt as judge-readable text: a string as it is, a conversation as ``role: content`` lines."""
     if isinstance(prompt, str):
         return prompt
     return "\n".join(f"{m.get('role', '?')}: {m.get('content', '')}" for m in prompt)
@@ -201,14 +205,14 @@ def _prob_from_reply(reply: dict[str, Any]) -> float:
         choice = reply["choices"][0]
         content = choice["message"].get("content") or ""
     except (KeyError, IndexError, TypeError, AttributeError):
-        raise _JudgeFailure(f"malformed reply (no choices[0].message): {json.dumps(reply)[:200]}") from None
+        raise JudgeFailure(f"malformed reply (no choices[0].message): {json.dumps(reply)[:200]}") from None
     from_logprobs = _prob_from_logprobs(choice.get("logprobs"))
     if from_logprobs is not None:
         return from_logprobs
     letter = content.strip().lstrip("*[(\"' ").rstrip(")]*.\"' \n")
     if letter in ("A", "B"):
         return 1.0 if letter == "A" else 0.0
-    raise _JudgeFailure(f"the judge's answer {content[:80]!r} is neither 'A' nor 'B'")
+    raise JudgeFailure(f"the judge's answer {content[:80]!r} is neither 'A' nor 'B'")
 
 
 def _prob_from_logprobs(logprobs: Any) -> float | None:

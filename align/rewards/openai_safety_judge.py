@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from align.rewards.base import Prompt, RewardError
-from align.rewards.openai_judge import OpenAIJudge, _JudgeFailure, _render
+from align.rewards.openai_judge import OpenAIJudge, JudgeFailure, render_prompt
 from align.rewards.registry import register_reward
 
 __all__ = ["OpenAISafetyJudge", "SYSTEM_PROMPT", "USER_TEMPLATE"]
@@ -115,14 +115,14 @@ class OpenAISafetyJudge:
 
     def _checked(self, index: int, prompt: Prompt, completion: str, reference: str) -> bool:
         try:
-            return _verdict(self._client._post(self.request(prompt, completion, reference)))
-        except _JudgeFailure as err:
+            return _verdict(self._client.post(self.request(prompt, completion, reference)))
+        except JudgeFailure as err:
             raise RewardError(self.name, str(err), index=index, prompt=prompt) from err
 
     def request(self, prompt: Prompt, completion: str, reference: str) -> dict[str, Any]:
         """The chat-completions request body that judges one completion."""
         protected = PROTECTED_TEMPLATE.format(reference=reference) if reference else ""
-        user = USER_TEMPLATE.format(conversation=_render(prompt), protected=protected, generation=completion)
+        user = USER_TEMPLATE.format(conversation=render_prompt(prompt), protected=protected, generation=completion)
         return {
             "model": self.model,
             "messages": [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user}],
@@ -136,9 +136,9 @@ def _verdict(reply: dict[str, Any]) -> bool:
     try:
         content = reply["choices"][0]["message"].get("content") or ""
     except (KeyError, IndexError, TypeError, AttributeError):
-        raise _JudgeFailure(f"malformed reply (no choices[0].message): {json.dumps(reply)[:200]}") from None
+        raise JudgeFailure(f"malformed reply (no choices[0].message): {json.dumps(reply)[:200]}") from None
     match = _FIRST_WORD.match(content)
     word = match.group(1).lower() if match else ""
     if word not in ("yes", "no"):
-        raise _JudgeFailure(f"the judge's answer {content[:80]!r} is neither 'yes' (harmful) nor 'no' (safe)")
+        raise JudgeFailure(f"the judge's answer {content[:80]!r} is neither 'yes' (harmful) nor 'no' (safe)")
     return word == "no"

@@ -97,7 +97,7 @@ def test_recipes_parse_the_benchmark_flags():
 
 
 def test_bad_benchmark_settings_fail_before_training():
-    with pytest.raises(ValueError, match="--benchmark must be one of gsm8k, alpaca_eval or none, got 'mmlu'"):
+    with pytest.raises(ValueError, match="--benchmark must be one of gsm8k, alpaca_eval, safety or none, got 'mmlu'"):
         BenchmarkArguments(benchmark="mmlu")
     with pytest.raises(ValueError, match="--benchmark_judge_options is not valid JSON"):
         build_benchmark(BenchmarkArguments(benchmark="alpaca_eval", benchmark_judge_options="{nope"))
