@@ -103,6 +103,21 @@ def test_implicit_prm_configs_parse(name):
     assert best_of_n.n_values()[0] == 1 and best_of_n.prm_kwargs()["split"] in ("newline", "blank_line")
 
 
+@pytest.mark.parametrize("name", ["safe_align.yaml", "safe_align_paper.yaml"])
+def test_safe_align_configs_parse(name):
+    from align.cli import DataArguments
+    from align.trainers import SafeAlignConfig
+    from recipes.safe_align import SafetyRunArguments
+
+    data, training, _, _, _, run = parse_recipe_args(
+        SafeAlignConfig, ROOT / "recipes" / "configs" / name, ["--bf16", "false"],
+        data_classes=(DataArguments, SafetyRunArguments),
+    )  # fmt: skip
+    assert run.variant_list() == ["sft", "safe_align", "npo"] and training.objective == "safe_align"
+    assert training.red_weight == 0.1 and training.threshold == 1.0 and training.beta == 0.1
+    assert data.dataset in ("builtin:safety", "declare-lab/HarmfulQA")
+
+
 # -- mistakes on the command line and in the YAML: one clear message, raised while parsing ------------------
 
 from align.cli import ConfigError  # noqa: E402
