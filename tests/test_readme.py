@@ -67,6 +67,11 @@ SHORTEN = {
     "recipes/implicit_prm.py": "--prompts_per_iteration 2 --num_eval_prompts 2 --num_samples 2 --max_new_tokens 8 "
     f"--best_of_n 1,2 --objective implicit_prm_ce {TRAIN}",
     "eval/best_of_n.py": "--num_problems 2 --n 1,2 --max_new_tokens 16",
+    # three variants of one step each, four evaluations of 2 rows per held-out set
+    "recipes/safe_align.py": "--max_steps 1 --start_over true --eval_on_start false --safety_limit 2 "
+    "--safety_max_new_tokens 8",
+    "data/safety_task.py": "",
+    "eval/safety.py": "--limit 2 --max_new_tokens 8",
     "benchmarks/drift_comparison.py": "--methods dpo --max_steps 1 --num_eval 2 --no_overhead "
     "--work_dir outputs/drift_comparison",
     # all four methods on a tiny model: tests/test_method_comparison.py; here two on the real model
@@ -96,6 +101,9 @@ NOT_RUN = {
     "accelerate launch --config_file accelerate_configs/zero3.yaml recipes/rpo.py --model_name_or_path "
     "Qwen/Qwen2.5-7B-Instruct --use_peft false --padding_free true --per_device_train_batch_size 2 "
     "--gradient_accumulation_steps 4 --learning_rate 5e-7": "8 GPUs, and a hub download of Qwen2.5-7B-Instruct",
+    "python eval/safety.py --model my/model --prompts harmful_prompts.jsonl --nll_data harmfulqa.jsonl --judge "
+    "openai_safety_judge --judge_options '{\"model\": \"gpt-4o-mini\"}'": "needs an OpenAI API key (OPENAI_API_KEY), "
+    "the network and the user's own files (my/model, harmful_prompts.jsonl, harmfulqa.jsonl are placeholders)",
     "python recipes/rpo.py ...": "an abbreviation: '...' stands for a recipe's arguments",
     "tensorboard --logdir outputs/rpo-tracked/runs": "a web server that runs until stopped; the slow test checks "
     "that its --logdir holds event files, and tests/test_trackers.py reads such files back",
@@ -109,6 +117,7 @@ EXPECT = {
     "recipes/haepo.py": "the last model is in",
     "recipes/implicit_prm.py": "Best-of-N accuracy",
     "eval/best_of_n.py": "Best-of-N accuracy",
+    "recipes/safe_align.py": "Safety before and after",
     "data/ches_filter.py": "wrote 4 rows with a ches column to",
     "data/gsm8k_pairs.py": "wrote 256 pairs to",
 }

@@ -171,3 +171,33 @@ def test_collator_refuses_a_mask_that_does_not_fit():
         PreferenceCollator(0)([{"prompt_ids": [1], "completion_ids": [[2, 3]], "assistant_masks": [[1]]}])
     with pytest.raises(ValueError, match=r"at least one 1; got 2 values \(sum 0\)"):
         PreferenceCollator(0)([{"prompt_ids": [1], "completion_ids": [[2, 3]], "assistant_masks": [[0, 0]]}])
+
+
+def test_multi_turn_dpo_pairs_train_on_assistant_turns(tiny_model_dir, tmp_path):
+    """A pair whose chosen and rejected are both multi-turn conversations trains with DPO: the
+    collated token counts are the assistant tokens only, and a few steps widen the margin."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from align.trainers import RPOConfig, RPOTrainer
+
+    follow_up = {"role": "user", "content": "Are you sure?"}
+    rows = [
+        {"prompt": PROMPT, "chosen": [{"role": "assistant", "content": right}, follow_up, {"role": "assistant", "content": "Yes, " + right}],
+         "rejected": [{"role": "assistant", "content": wrong}, follow_up, {"role": "assistant", "content": "Yes, " + wrong}]}
+        for right, wrong in (("7 * 8 = 56.", "7 * 8 = 54."), ("It is 56.", "It is 45."))
+    ]  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    args = RPOConfig(output_dir=str(tmp_path), alpha=0.0, per_device_train_batch_size=2, max_steps=5, learning_rate=0.5,
+                     optim="sgd", lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to="none",
+                     max_length=128, seed=0, disable_tqdm=True)  # fmt: skip
+    trainer = RPOTrainer(model, args, Dataset.from_list(rows), None, tok)
+    data = trainer.train_dataset
+    batch = trainer.data_collator([data[0], data[1]])
+    for b in range(2):
+        masks = data[b]["assistant_masks"]
+        assert batch["completion_token_counts"][b].tolist() == [sum(m) for m in masks]
+        assert all(sum(m) < len(ids) for m, ids in zip(masks, data[b]["completion_ids"]))
+    trainer.train()
+    margins = [e["rewards/margins"] for e in trainer.state.log_history if "rewards/margins" in e]
+    assert margins[-1] > margins[0] + 0.01
