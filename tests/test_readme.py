@@ -40,8 +40,10 @@ TRAIN = "--max_steps 1 --start_over true --benchmark_limit 2 --benchmark_max_new
 RECIPE = f"{TRAIN} --num_eval 2"
 LOOP = f"--iterations 1 --prompts_per_iteration 2 --num_eval_prompts 2 --num_samples 2 --max_new_tokens 8 {TRAIN}"
 # On 2 CPU processes one evaluation of 2 pairs takes about 13 s (DDP) or 35-45 s (ZeRO-3) against
-# 2 s in one process: these runs evaluate once, in the recipe's final evaluate().
-ONE_EVAL = "--eval_on_start false --eval_strategy no"
+# 2 s in one process: these runs evaluate once, in the recipe's final evaluate(). A ZeRO-3 step of
+# 4 pairs × 256 tokens takes about 55 s there (one thread a process, every layer gathered over
+# gloo): they train one pair of at most 96 tokens (167 s → 66 s for the ZeRO-3 command).
+ONE_EVAL = "--eval_on_start false --eval_strategy no --per_device_train_batch_size 1 --max_length 96"
 SHORTEN_COMMANDS = {
     "ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 --mixed_precision no recipes/rpo.py": (
         f"{RECIPE} {ONE_EVAL}"
@@ -67,9 +69,10 @@ SHORTEN = {
     "recipes/implicit_prm.py": "--prompts_per_iteration 2 --num_eval_prompts 2 --num_samples 2 --max_new_tokens 8 "
     f"--best_of_n 1,2 --objective implicit_prm_ce {TRAIN}",
     "eval/best_of_n.py": "--num_problems 2 --n 1,2 --max_new_tokens 16",
-    # three variants of one step each, four evaluations of 2 rows per held-out set
-    "recipes/safe_align.py": "--max_steps 1 --start_over true --eval_on_start false --safety_limit 2 "
-    "--safety_max_new_tokens 8",
+    # one variant (NPO: the README's eval/safety.py command reads its model) of one step and two
+    # evaluations of 2 rows per held-out set; all three variants: tests/recipes/test_safe_align.py
+    "recipes/safe_align.py": "--variants npo --max_steps 1 --start_over true --eval_on_start false "
+    "--safety_limit 2 --safety_max_new_tokens 8",
     "data/safety_task.py": "",
     "eval/safety.py": "--limit 2 --max_new_tokens 8",
     "benchmarks/drift_comparison.py": "--methods dpo --max_steps 1 --num_eval 2 --no_overhead "
