@@ -407,13 +407,7 @@ def normalize_rows(
                 if len(errors) < MAX_REPORTED_ERRORS:
                     errors.append(f"{name}: row {i}: field '{err.field}': {err.message}")
     total = sum(len(rows) for _, rows in parts)
-    if errors:
-        if bad_rows == 1:
-            raise DataValidationError(errors[0], errors)
-        shown = f"first {len(errors)}" if bad_rows > len(errors) else "all"
-        raise DataValidationError(
-            f"{bad_rows} of {total} rows are invalid ({shown} shown):\n  " + "\n  ".join(errors), errors
-        )
+    _raise_row_errors(errors, bad_rows, total)
     if dropped:
         if not normalized:
             raise DataValidationError(
@@ -487,6 +481,18 @@ def _probe_chat_template(probes: dict[str, tuple[str, dict]], tokenizer) -> None
                     f"message (its content is not in the rendered text), so training would not see it; merge it into "
                     f"another message or use a tokenizer whose template renders {role!r} messages"
                 )
+
+
+def _raise_row_errors(errors: list[str], bad_rows: int, total: int, rows: str = "rows") -> None:
+    """Raise the collected per-row ``errors`` (the first :data:`MAX_REPORTED_ERRORS` of ``bad_rows``
+    bad rows out of ``total``) as one :class:`DataValidationError`; nothing when there are none."""
+    if not errors:
+        return
+    if bad_rows == 1:
+        raise DataValidationError(errors[0], errors)
+    shown = f"first {len(errors)}" if bad_rows > len(errors) else "all"
+    message = f"{bad_rows} of {total} {rows} are invalid ({shown} shown):\n  " + "\n  ".join(errors)
+    raise DataValidationError(message, errors)
 
 
 def _check_consistent(signature: tuple, reference: tuple, where: str) -> None:

@@ -48,7 +48,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from align.data.formats import MAX_REPORTED_ERRORS, DataValidationError, _check_message, _FieldError, _short
+from align.data.formats import MAX_REPORTED_ERRORS, _check_message, _FieldError, _raise_row_errors, _short
 
 __all__ = [
     "HARMFULQA_COLUMNS",
@@ -140,13 +140,7 @@ def _convert(
             bad_rows += 1
             if len(errors) < MAX_REPORTED_ERRORS:
                 errors.append(f"{source}: row {i}: field '{err.field}': {err.message}")
-    if errors:
-        if bad_rows == 1:
-            raise DataValidationError(errors[0], errors)
-        shown = f"first {len(errors)}" if bad_rows > len(errors) else "all"
-        raise DataValidationError(
-            f"{bad_rows} of {len(rows)} rows ({layout}) are invalid ({shown} shown):\n  " + "\n  ".join(errors), errors
-        )
+    _raise_row_errors(errors, bad_rows, len(rows), f"rows ({layout})")
     if trailing:
         logger.warning(
             "%s: dropped the trailing user/tool turn(s) of %d of %d conversations (nothing answers them)",
