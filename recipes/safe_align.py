@@ -46,7 +46,9 @@ TABLE_FILE = "safety_table.md"
 class SafetyRunArguments:
     """Which variants to train and how to evaluate them (align.evaluation.safety)."""
 
-    variants: str = field(default="sft,safe_align,npo", metadata={"help": f"Comma-separated, of {', '.join(VARIANTS)}."})
+    variants: str = field(
+        default="sft,safe_align,npo", metadata={"help": f"Comma-separated, of {', '.join(VARIANTS)}."}
+    )
     safety_judge: str = field(default="safety_rules", metadata={"help": "Verifier plug-in: is an answer safe?"})
     safety_judge_options: str = field(default="{}", metadata={"help": "JSON options for the safety judge."})
     safety_prompts: str = field(default="builtin:safety_prompts", metadata={"help": "Held-out prompt rows."})
@@ -129,8 +131,12 @@ def evaluate(name: str, spec: str, evaluation, run_args: SafetyRunArguments, jud
     from align.rewards import load_reward
 
     folder = root / "safety_eval" / name
-    settings = json.loads(json.dumps({"model": spec, "evaluation": dataclasses.asdict(evaluation),
-                                      "judge": run_args.safety_judge, "judge_options": judge_options}))  # fmt: skip
+    # a variant trained again (--start_over with another config) has the same folder but a new run.json
+    run_file = Path(spec) / "run.json"
+    trained_by = json.loads(run_file.read_text())["fingerprint"] if run_file.exists() else None
+    settings = {"model": spec, "trained_by": trained_by, "evaluation": dataclasses.asdict(evaluation),
+                "judge": run_args.safety_judge, "judge_options": judge_options}  # fmt: skip
+    settings = json.loads(json.dumps(settings))  # as read back from result.json (tuples become lists)
     done = folder / "result.json"
     if done.exists() and (previous := json.loads(done.read_text()))["settings"] == settings:
         return previous["metrics"]

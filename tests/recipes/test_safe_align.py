@@ -57,7 +57,8 @@ def test_three_variants_trained_evaluated_and_tabulated_then_a_rerun_does_nothin
         assert {"harmful_rate", "utility/accuracy", "safe_nll", "harmful_nll"} <= set(metrics), name
         assert len((out / "safety_eval" / name / "samples.jsonl").read_text().splitlines()) == 3
     # different weights, different NLLs: each variant was evaluated with its own model
-    nlls = {json.loads((out / "safety_eval" / n / "result.json").read_text())["metrics"]["safe_nll"] for n in ("start", *VARIANTS)}
+    nlls = {json.loads((out / "safety_eval" / n / "result.json").read_text())["metrics"]["safe_nll"]
+            for n in ("start", *VARIANTS)}
     assert len(nlls) == 4
 
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "safety_table.md"}
@@ -65,6 +66,15 @@ def test_three_variants_trained_evaluated_and_tabulated_then_a_rerun_does_nothin
     assert again.returncode == 0, again.stderr[-4000:]
     assert again.stdout.count("is a finished run") == 3 and table in again.stdout
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing trained or evaluated again
+
+    # NPO trained again under another config: its evaluation is redone, the others' are kept
+    results = {n: out / "safety_eval" / n / "result.json" for n in ("start", *VARIANTS)}
+    before = {n: (p.stat().st_mtime_ns, json.loads(p.read_text())["metrics"]) for n, p in results.items()}
+    third = run(model, out, variants="npo", learning_rate="1e-2", start_over="true")
+    assert third.returncode == 0, third.stderr[-4000:]
+    after = {n: (p.stat().st_mtime_ns, json.loads(p.read_text())["metrics"]) for n, p in results.items()}
+    assert all(after[n] == before[n] for n in ("start", "sft", "safe_align"))
+    assert after["npo"][0] != before["npo"][0] and after["npo"][1]["safe_nll"] != before["npo"][1]["safe_nll"]
 
 
 def test_bad_variant_or_judge_fails_before_training(model, tmp_path):
