@@ -82,3 +82,55 @@ def build_tiny_model_dir(path: Path, *, seed: int = 0, hidden_size: int = 64, nu
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# A chat template that renders TRL's multimodal content parts: {"type": "image"} -> the processor's
+# image token (expanded by the processor into one token per image patch), {"type": "text"} -> its text.
+VISION_CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>{% elif item['type'] == 'text' %}"
+    "{{ item['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_llava(*, seed: int = 0, image_size: int = 32, patch_size: int = 8, hidden_size: int = 32):
+    """A seeded random LLaVA (tiny CLIP vision tower + projector + one-layer Llama) and its processor.
+
+    Each image becomes (image_size / patch_size)² = 16 ``<image>`` tokens; the image processor is the
+    PIL (torchvision-free) CLIP one, resizing and centre-cropping to ``image_size``."""
+    import torch
+    from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration,
+                              LlavaProcessor)  # fmt: skip
+
+    tokenizer = build_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    tokenizer.chat_template = VISION_CHATML_TEMPLATE
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=VISION_CHATML_TEMPLATE,
+    )  # fmt: skip
+    vision = CLIPVisionConfig(
+        image_size=image_size, patch_size=patch_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        num_hidden_layers=1, num_attention_heads=4, projection_dim=hidden_size,
+    )  # fmt: skip
+    config = LlavaConfig(
+        vision_config=vision, text_config=tiny_llama_config(tokenizer, hidden_size=hidden_size, bos_token_id=None),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
+        vision_feature_select_strategy="default", projector_hidden_act="gelu",
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    return LlavaForConditionalGeneration(config), processor
+
+
+def build_tiny_llava_dir(path: Path, *, seed: int = 0) -> Path:
+    """Save :func:`build_tiny_llava`'s model and processor to ``path``; return it."""
+    model, processor = build_tiny_llava(seed=seed)
+    path = Path(path)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
