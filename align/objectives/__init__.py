@@ -28,6 +28,7 @@ from align.objectives.implicit_prm import (
 )
 from align.objectives.npo import NPO
 from align.objectives.safe_align import SafeAlign
+from align.objectives.sft import SFT
 from align.objectives.sppo import SPPO, SPPOHard, SPPOSingle
 from align.objectives.uvcot import UVCoT
 
@@ -36,6 +37,7 @@ __all__ = [
     "HAEPO",
     "NPO",
     "RPO",
+    "SFT",
     "SPPO",
     "CompletionGroups",
     "GroupShape",

@@ -23,7 +23,7 @@ from align.objectives import base as base_module
 
 EXPECTED = {
     "dpo", "rpo", "sppo", "sppo_single", "sppo_hard", "haepo",
-    "implicit_prm_ce", "implicit_prm_dpo", "safe_align", "uvcot",
+    "implicit_prm_ce", "implicit_prm_dpo", "safe_align", "npo", "sft", "uvcot",
 }  # fmt: skip
 
 
