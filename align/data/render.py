@@ -20,6 +20,12 @@ silently trains on a context the model never saw, e.g. a doubled BOS.)
 
 A completion may be a multi-turn conversation (assistant, user, ..., assistant) whose user and tool
 turns are context, not the model's output: :func:`assistant_mask` marks the tokens the model wrote.
+
+Every function takes a tokenizer or a processor (a vision model's, :func:`align.data.images.is_processor`).
+A processor renders conversations with its own ``apply_chat_template``, which also loads the images held
+by the image parts (:func:`align.data.images.fill_images`) and expands each placeholder into the
+model's image tokens; only the ids are kept. Images travel inside their messages, so the prefix renders
+of :func:`assistant_mask` see exactly the images of the turns they render.
 """
 
 from __future__ import annotations
@@ -28,12 +34,15 @@ from collections.abc import Mapping
 import re
 from typing import Any
 
+from align.data.images import is_processor, text_tokenizer
+
 __all__ = ["adds_bos", "assistant_mask", "chat_ids", "prompt_ids"]
 
 
 def prompt_ids(tokenizer: Any, prompt: str | list[dict[str, Any]], *, name: str = "prompt") -> list[int]:
     """The token ids of ``prompt`` that a completion follows (module docstring); errors start with ``name``."""
     if isinstance(prompt, str):
+        tokenizer = text_tokenizer(tokenizer)
         ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         bos = tokenizer.bos_token_id
         if ids[:1] != [bos] and adds_bos(tokenizer):
@@ -54,14 +63,18 @@ def chat_ids(
 ) -> list[int]:
     """``messages`` rendered by the chat template and tokenized without added special tokens.
 
-    Keys whose value is None (Arrow gives every message every key) are dropped by transformers."""
+    Keys whose value is None (Arrow gives every message every key) are dropped by transformers. A processor
+    renders with its own template and expands the image parts' images into image tokens (module docstring);
+    it adds the tokenizer's special tokens unless the rendered text starts with BOS, the same for a prompt
+    and for prompt + answer, so the prefix rule holds."""
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"{name} is a conversation but the tokenizer has no chat template")
-    # transformers 5 returns a BatchEncoding from apply_chat_template(tokenize=True).
+        what = "processor" if is_processor(tokenizer) else "tokenizer"
+        raise ValueError(f"{name} is a conversation but the {what} has no chat template")
+    # transformers 5 returns a BatchEncoding from apply_chat_template(tokenize=True); a processor a batch of one.
     encoded = tokenizer.apply_chat_template(
         messages, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=True
     )
-    return list(encoded["input_ids"])
+    return list(encoded["input_ids"][0] if is_processor(tokenizer) else encoded["input_ids"])
 
 
 def adds_bos(tokenizer: Any) -> bool:
@@ -95,6 +108,7 @@ def assistant_mask(
     """
     messages = list(prompt) + list(completion)
     first = len(prompt)
+    decode = text_tokenizer(tokenizer).decode
     assistant = [i for i in range(first, len(messages)) if messages[i]["role"] == "assistant"]
     template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else ""
     if _GENERATION_TAG.search(template) and getattr(tokenizer, "is_fast", False):
@@ -107,8 +121,8 @@ def assistant_mask(
             if (diverge := prefix_divergence(ids, full)) is not None:
                 raise ValueError(
                     f"{name}: message {i - first}: the chat template renders the conversation up to {what} differently "
-                    f"than as a part of the whole conversation (from token {diverge}: {tokenizer.decode(ids[diverge:diverge + 8])!r} "
-                    f"vs {tokenizer.decode(full[diverge:diverge + 8])!r}), so the assistant turn's tokens cannot be told "
+                    f"than as a part of the whole conversation (from token {diverge}: {decode(ids[diverge:diverge + 8])!r} "
+                    f"vs {decode(full[diverge:diverge + 8])!r}), so the assistant turn's tokens cannot be told "
                     "apart; use a chat template with {% generation %} blocks (e.g. TRL's *_training.jinja)"
                 )
         mask[len(begin) : len(end)] = [1] * (len(end) - len(begin))
