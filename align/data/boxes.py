@@ -24,17 +24,23 @@ data made there; where that code depends on a model's conventions the convention
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = [
     "ANSWER_PROMPT",
     "BOX_PROMPT",
     "FALLBACK_BOX",
     "box_to_pixels",
+    "crop_image",
     "crop_region",
+    "format_box",
     "iou",
     "parse_box",
+    "uvcot_completion",
 ]
 
 # Appended to the question in the first turn (official data, e.g. cot_one/viscot_363k_rlhf_30.jsonl).
@@ -94,3 +100,42 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     inter = area(max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
     union = area(*a) + area(*b) - inter
     return inter / union if union > 0 else 0.0
+
+
+def format_box(box: Sequence[float]) -> str:
+    """A normalised box as a model should write it: ``[0.50, 0.25, 0.75, 0.50]`` (two decimals, which
+    the official decimals-only pattern of :func:`parse_box` reads back)."""
+    return "[" + ", ".join(f"{v:.2f}" for v in box) + "]"
+
+
+def uvcot_completion(box_text: str, question: str, answer: str) -> list[dict]:
+    """UV-CoT's completion: the region as text, the user turn showing its crop (an image part, filled
+    by the completion's image) with :data:`ANSWER_PROMPT` and the question joined with no space (the
+    official joining), and the answer. Only the two assistant turns are trained."""
+    return [
+        {"role": "assistant", "content": box_text},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ANSWER_PROMPT + question}]},
+        {"role": "assistant", "content": answer},
+    ]
+
+
+def crop_image(
+    image_path: str | os.PathLike, box_px: Sequence[float], folder: str | os.PathLike, *, min_half: int
+) -> tuple[str, Box]:
+    """Crop ``image_path`` around ``box_px`` (pixels, :func:`box_to_pixels`) by :func:`crop_region` and
+    save it as PNG in ``folder``, named by a hash of the image's path and the region: a pure function
+    of its inputs, written once (to a temporary file, then renamed), so resumed stages and concurrent
+    processes agree on the file. Returns (the crop's absolute path, the pixel region)."""
+    from PIL import Image
+
+    with Image.open(image_path) as image:
+        image = image.convert("RGB")
+    region = crop_region(box_px, image.size, min_half=min_half)
+    key = hashlib.sha1(f"{os.path.abspath(image_path)}|{[int(v) for v in region]}".encode()).hexdigest()[:20]
+    path = Path(folder).resolve() / f"{key}.png"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{key}.{os.getpid()}.tmp.png")
+        image.crop(tuple(int(v) for v in region)).save(tmp)
+        os.replace(tmp, path)
+    return str(path), region

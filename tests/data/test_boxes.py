@@ -2,6 +2,8 @@
 four numbers), normalised vs pixel boxes in the padded-square frame, the crop's minimum half-size,
 shifts at the borders and clamping on small images, and IoU."""
 
+from pathlib import Path
+
 import pytest
 
 from align.data.boxes import FALLBACK_BOX, box_to_pixels, crop_region, iou, parse_box
@@ -65,3 +67,42 @@ def test_iou():
     assert iou((0, 0, 1, 1), (1, 0, 2, 1)) == 0.0  # touching edges
     assert iou((2, 2, 0, 0), (0, 0, 2, 2)) == 0.0  # a reversed box has no area
     assert iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0  # empty union
+
+
+def test_format_box_reads_back_through_the_official_pattern():
+    from align.data.boxes import format_box
+
+    assert format_box([0.5, 0.25, 0.75, 0.5]) == "[0.50, 0.25, 0.75, 0.50]"
+    assert parse_box(format_box([0.0, 1.0, 0.125, 0.5])) == (0.0, 1.0, 0.12, 0.5)  # two decimals, round half even
+
+
+def test_uvcot_completion_turns():
+    from align.data.boxes import ANSWER_PROMPT, uvcot_completion
+
+    box, user, answer = uvcot_completion("[0.10, 0.20, 0.30, 0.40]", "Which one?", "vertical")
+    assert box == {"role": "assistant", "content": "[0.10, 0.20, 0.30, 0.40]"}
+    assert user["content"] == [{"type": "image"}, {"type": "text", "text": ANSWER_PROMPT + "Which one?"}]
+    assert ANSWER_PROMPT.endswith(".") and "image.Which one?" in user["content"][1]["text"]  # official: no space
+    assert answer == {"role": "assistant", "content": "vertical"}
+
+
+def test_crop_image_saves_the_region_once_named_by_its_inputs(tmp_path):
+    from PIL import Image
+
+    from align.data.boxes import crop_image
+
+    image = Image.new("RGB", (128, 96), (255, 255, 255))
+    image.putpixel((70, 40), (255, 0, 0))
+    image.save(tmp_path / "a.png")
+    # box (64, 32)-(80, 48): half 8 < min_half 16, so the 32 px square around (72, 40): (56, 24)-(88, 56)
+    path, region = crop_image(tmp_path / "a.png", (64, 32, 80, 48), tmp_path / "crops", min_half=16)
+    assert region == (56, 24, 88, 56)
+    crop = Image.open(path)
+    assert crop.size == (32, 32) and crop.getpixel((70 - 56, 40 - 24)) == (255, 0, 0)
+    mtime = Path(path).stat().st_mtime_ns
+    again, _ = crop_image(tmp_path / "a.png", (64, 32, 80, 48), tmp_path / "crops", min_half=16)
+    assert again == path and Path(path).stat().st_mtime_ns == mtime  # not written twice
+    other, _ = crop_image(tmp_path / "a.png", (0, 0, 16, 16), tmp_path / "crops", min_half=16)
+    assert other != path and sorted(p.name for p in (tmp_path / "crops").iterdir()) == sorted(
+        [Path(path).name, Path(other).name]
+    )  # no temporary file left behind
