@@ -3,6 +3,7 @@
 ``load_reward("gsm8k_verifier")``, ``load_reward("hf_reward_model:path/or/hub-id", batch_size=16)``,
 ``load_reward("openai_judge", model="gpt-4o-mini")``, ``load_reward("implicit_prm:path/to/prm", aggregate="min")``,
 ``load_reward("safety_rules")``, ``load_reward("openai_safety_judge", model="gpt-4o-mini")``,
+``load_reward("visual_answer_checker")``, ``load_reward("openai_vision_judge", model="gpt-4o-mini")``,
 ``load_reward("my_pkg.judges:MyJudge")``.
 Judge groups of completions with :func:`score_groups` (scores → preferences → win rates, shared
 by SPPO, HAEPO, best-of-N and evaluation). Importing this package registers the built-ins; it
@@ -45,6 +46,7 @@ from align.rewards.preferences import (
 )
 from align.rewards.registry import available_rewards, check_reward_spec, load_reward, register_reward, reward_options
 from align.rewards.safety import GCG_TEST_PREFIXES, SafetyRules, contains_insult, is_refusal, leaks_secret
+from align.rewards.visual import OpenAIVisionJudge, VisualAnswerChecker
 
 __all__ = [
     "FunctionJudge",
@@ -59,6 +61,7 @@ __all__ = [
     "Message",
     "OpenAIJudge",
     "OpenAISafetyJudge",
+    "OpenAIVisionJudge",
     "PairwiseJudge",
     "ProcessRewardModel",
     "Prompt",
@@ -70,6 +73,7 @@ __all__ = [
     "StepScores",
     "Verifier",
     "VerifierReward",
+    "VisualAnswerChecker",
     "aggregate_steps",
     "available_rewards",
     "checked_pair_probs",
