@@ -19,9 +19,10 @@ A prompt row (the on-policy loop's input)::
      "box": [0.5, 0.25, 0.75, 0.5]}                 # the box's cell, normalised (x1, y1, x2, y2)
 
 The text is the question followed by :data:`~align.data.boxes.BOX_PROMPT` (which starts with its
-space), as in the official data. A completion is UV-CoT's three turns (:func:`uvcot_completion`):
-the box as text, a user turn with the crop and :data:`~align.data.boxes.ANSWER_PROMPT` followed by
-the question with no space (the official joining), and the answer.
+space), as in the official data. A completion is UV-CoT's three turns
+(:func:`~align.data.boxes.uvcot_completion`): the box as text, a user turn with the crop and
+:data:`~align.data.boxes.ANSWER_PROMPT` followed by the question with no space (the official
+joining), and the answer.
 
 Train and test are disjoint by image: a layout's split is fixed by a hash of the layout (cells,
 colours, patterns), not by the seed, so no seed's train set holds a test image; the seed only picks
@@ -42,12 +43,11 @@ import os
 import random
 import re
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from align.data.boxes import ANSWER_PROMPT, BOX_PROMPT, box_to_pixels, crop_region
+from align.data.boxes import BOX_PROMPT, box_to_pixels, crop_image, format_box, uvcot_completion
 
 __all__ = [
     "CANVAS",
@@ -58,10 +58,7 @@ __all__ = [
     "answer_word",
     "builtin_visual_patterns",
     "check_answer",
-    "format_box",
     "render_layout",
-    "save_crop",
-    "uvcot_completion",
     "visual_patterns",
     "warmup_row",
 ]
@@ -86,6 +83,13 @@ Layout = tuple[tuple[int, str, str], ...]
 def _cache_dir() -> Path:
     # The same root as align.models' built-in models; not imported from there, which would load torch.
     return Path(os.environ.get("ALIGN_CACHE_DIR", Path.home() / ".cache" / "align")).expanduser()
+
+
+def _canonical_split(split: str) -> str:
+    if split not in _SPLITS:
+        raise ValueError(f"visual patterns have the splits 'train' and 'test' (alias 'eval', 'validation'), "
+                         f"not {split!r}")
+    return _SPLITS[split]
 
 
 def _layout_key(layout: Layout) -> str:
@@ -165,11 +169,9 @@ def visual_patterns(
     (default ``$ALIGN_CACHE_DIR/data/visual_patterns``), named by the layout's hash; one already
     there is not written again.
     """
-    if split not in _SPLITS:
-        raise ValueError(f"visual patterns have the splits 'train' and 'test' (alias 'eval', 'validation'), not {split!r}")
+    split = _canonical_split(split)
     if n < 0 or not 0 < test_percent < 100:
         raise ValueError(f"need n >= 0 and 0 < test_percent < 100, got n={n}, test_percent={test_percent}")
-    split = _SPLITS[split]
     folder = Path(image_dir if image_dir is not None else _cache_dir() / "data" / "visual_patterns").resolve()
     rng = random.Random(f"visual_patterns:{seed}:{split}")
     rows, seen = [], set()
@@ -184,24 +186,19 @@ def visual_patterns(
             _write_png(render_layout(layout), path)
         cell, colour, pattern = target
         question = QUESTION_TEMPLATE.format(colour=colour)
-        rows.append({
-            "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question + BOX_PROMPT}]}],
-            "images": [str(path)],
-            "question": question,
-            "answer": pattern,
-            "box": _cell_box(cell),
-        })  # fmt: skip
+        content = [{"type": "image"}, {"type": "text", "text": question + BOX_PROMPT}]
+        rows.append({"prompt": [{"role": "user", "content": content}], "images": [str(path)], "question": question,
+                     "answer": pattern, "box": _cell_box(cell)})  # fmt: skip
     return rows
 
 
 def builtin_visual_patterns(split: str = "train") -> list[dict]:
     """The ``builtin:visual_patterns`` prompt rows: 512 train / 256 test, seed 0."""
-    if split not in _SPLITS:
-        raise ValueError(f"visual patterns have the splits 'train' and 'test' (alias 'eval', 'validation'), not {split!r}")
-    return visual_patterns(512 if _SPLITS[split] == "train" else 256, seed=0, split=split)
+    split = _canonical_split(split)
+    return visual_patterns(512 if split == "train" else 256, seed=0, split=split)
 
 
-# -- answers and UV-CoT's turns ----------------------------------------------------------------------
+# -- answers and the labelled warm-up ---------------------------------------------------------------
 
 _WORD = re.compile(r"[^\W_]+")
 
@@ -218,59 +215,21 @@ def check_answer(text: str, answer: str) -> bool:
     return answer_word(text) == answer.strip().lower()
 
 
-def format_box(box: Sequence[float]) -> str:
-    """A box as a model should write it: ``[0.50, 0.25, 0.75, 0.50]`` (two decimals, which the
-    official decimals-only pattern of :func:`~align.data.boxes.parse_box` reads back)."""
-    return "[" + ", ".join(f"{v:.2f}" for v in box) + "]"
-
-
-def uvcot_completion(box_text: str, question: str, answer: str) -> list[dict]:
-    """UV-CoT's completion: the box, the user turn showing the crop (an image part filled by the
-    completion's image), the answer. The second user turn is :data:`ANSWER_PROMPT` + the question
-    with no space between them, as the official code joins them."""
-    return [
-        {"role": "assistant", "content": box_text},
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ANSWER_PROMPT + question}]},
-        {"role": "assistant", "content": answer},
-    ]
-
-
-def save_crop(
-    image_path: str | os.PathLike,
-    box: Sequence[float],
-    out_path: str | os.PathLike,
-    *,
-    min_half: int,
-    padded_square: bool = True,
-) -> tuple[float, float, float, float]:
-    """Crop the image at ``image_path`` around ``box`` (normalised or pixels) by UV-CoT's rule
-    (:func:`~align.data.boxes.box_to_pixels`, then :func:`~align.data.boxes.crop_region` with
-    ``min_half``) and save the crop as PNG at ``out_path`` atomically; return the pixel region."""
-    from PIL import Image
-
-    with Image.open(image_path) as image:
-        image = image.convert("RGB")
-    region = crop_region(box_to_pixels(box, image.size, padded_square=padded_square), image.size, min_half=min_half)
-    _write_png(image.crop(tuple(int(v) for v in region)), Path(out_path))
-    return region
-
-
 def warmup_row(row: dict, *, min_half: int = 16, crop_dir: str | os.PathLike | None = None) -> dict:
     """A labelled single row for the supervised warm-up (the paper's labelled-fraction variant):
-    ``row``'s prompt and image, the completion :func:`uvcot_completion` with the true box
-    (:func:`format_box`) and answer, and ``completion_images`` = [the true box's crop].
+    ``row``'s prompt and image, the completion :func:`~align.data.boxes.uvcot_completion` with the
+    true box (:func:`~align.data.boxes.format_box`) and answer, and ``completion_images`` = [the true
+    box's crop] (:func:`~align.data.boxes.crop_image`, saved once beside the image or in ``crop_dir``)."""
+    from PIL import Image
 
-    The crop is saved once beside the image (or in ``crop_dir``), named by the image, the box and
-    ``min_half``, so rows built again reuse it."""
-    image_path = Path(row["images"][0])
-    folder = Path(crop_dir) if crop_dir is not None else image_path.parent
-    box_name = "_".join(f"{v:.4f}" for v in row["box"])
-    crop_path = (folder / f"{image_path.stem}.box{box_name}.h{min_half}.png").resolve()
-    if not crop_path.exists():
-        save_crop(image_path, row["box"], crop_path, min_half=min_half)
+    image_path = row["images"][0]
+    with Image.open(image_path) as image:  # reads the header only
+        size = image.size
+    folder = crop_dir if crop_dir is not None else Path(image_path).parent
+    crop, _ = crop_image(image_path, box_to_pixels(row["box"], size), folder, min_half=min_half)
     return {
         "prompt": row["prompt"],
         "images": list(row["images"]),
         "completion": uvcot_completion(format_box(row["box"]), row["question"], row["answer"]),
-        "completion_images": [str(crop_path)],
+        "completion_images": [crop],
     }

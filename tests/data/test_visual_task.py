@@ -15,7 +15,6 @@ from align.data.visual_task import (
     answer_word,
     builtin_visual_patterns,
     check_answer,
-    format_box,
     render_layout,
     visual_patterns,
     warmup_row,
@@ -145,11 +144,6 @@ def test_warmup_row_reuses_its_crop(tmp_path):
 def test_answer_word_and_checker(text, word, reference, right):
     assert answer_word(text) == word
     assert check_answer(text, reference) is right
-
-
-def test_format_box_reads_back():
-    assert format_box([0.5, 0.25, 0.75, 0.5]) == "[0.50, 0.25, 0.75, 0.50]"
-    assert parse_box(format_box([0.0, 0.75, 0.25, 1.0])) == (0.0, 0.75, 0.25, 1.0)
 
 
 def test_data_script_writes_rows_and_images(tmp_path):
