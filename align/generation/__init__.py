@@ -5,7 +5,9 @@
     generator = get_generator("hf", model, tokenizer, accelerator)
     samples = generator.generate(prompts, SamplingConfig(num_samples=4), on_chunk=save, done_chunks=saved)
 
-Prompts are strings (used as is) or chat conversations (rendered with the chat template). Sampling
+Prompts are strings (used as is) or chat conversations (rendered with the chat template); with a
+vision-language model and its processor in place of the tokenizer, a conversation's image parts
+carry images (``{"type": "image", "image": path}``) and completions stay text. Sampling
 is deterministic per chunk of prompts, resumable chunk by chunk, and split across processes under
 accelerate; see :mod:`align.generation.hf`. Only the Hugging Face backend ("hf") exists; the
 :class:`Generator` protocol and :func:`get_generator` leave room for a vLLM one.
@@ -20,7 +22,7 @@ from align.generation.base import (
     register_generator,
 )
 from align.generation.config import SamplingConfig, chunk_bounds, chunk_seed
-from align.generation.hf import HFGenerator, encode_prompts, eos_token_ids, sample_completions
+from align.generation.hf import HFGenerator, encode_prompts, eos_token_ids, prompt_images, sample_completions
 
 __all__ = [
     "ChunkCallback",
@@ -34,6 +36,7 @@ __all__ = [
     "encode_prompts",
     "eos_token_ids",
     "get_generator",
+    "prompt_images",
     "register_generator",
     "sample_completions",
 ]

@@ -22,7 +22,13 @@ __all__ = [
 ]
 
 Prompt = str | list[dict[str, Any]]
-"""A plain-text prompt (used as is) or a conversation (rendered with the tokenizer's chat template)."""
+"""A plain-text prompt (used as is) or a conversation (rendered with the chat template).
+
+A message's ``content`` is a string or a list of parts: ``{"type": "text", "text": ...}`` and, for a
+vision-language model sampled through its processor, ``{"type": "image", "image": value}`` (a path,
+bytes, a PIL image or a ``{"bytes", "path"}`` dict; :func:`align.data.fill_images` fills bare
+``{"type": "image"}`` placeholders from a row's image list). Sampling never writes prompts, but a
+caller that persists them (the on-policy loops) should use path strings, which are JSON-safe."""
 
 ChunkCallback = Callable[[int, list[list[str]]], None]
 """``on_chunk(chunk_index, results)``: called once per finished chunk with its K completions per prompt."""

@@ -41,10 +41,11 @@ from typing import Any
 import torch
 
 from align.data import prompt_ids
+from align.data.images import is_processor, load_image, message_images, text_tokenizer, vision_inputs
 from align.generation.base import ChunkCallback, Prompt, register_generator
 from align.generation.config import SamplingConfig, chunk_bounds, chunk_seed
 
-__all__ = ["HFGenerator", "encode_prompts", "eos_token_ids", "sample_completions"]
+__all__ = ["HFGenerator", "encode_prompts", "eos_token_ids", "prompt_images", "sample_completions"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +56,73 @@ logger = logging.getLogger(__name__)
 def encode_prompts(tokenizer: Any, prompts: Sequence[Prompt]) -> list[list[int]]:
     """Token ids of each prompt, exactly as fed to the model (before padding): :func:`align.data.prompt_ids`,
     the renderer training uses too (a conversation through the chat template with the generation
-    prompt; a string as is, with the tokenizer's BOS once if it adds one, never an EOS)."""
+    prompt; a string as is, with the tokenizer's BOS once if it adds one, never an EOS). ``tokenizer``
+    may be a processor: image parts then expand to the model's image tokens."""
     return [prompt_ids(tokenizer, prompt, name=f"prompt {index}") for index, prompt in enumerate(prompts)]
+
+
+def prompt_images(processing_class: Any, prompts: Sequence[Prompt]) -> list[list[Any]]:
+    """The image values of each prompt's image parts, in order (``[]`` for a string or a text-only
+    conversation): what fills that prompt's image tokens.
+
+    Refused, naming the prompt: an image part without its image (render it with
+    ``align.data.fill_images(prompt, images)``), the processor's image token written as text (it
+    would be expanded like a placeholder with no image behind it), and images with a plain tokenizer
+    (a VLM samples through its processor; a tokenizer would drop the images silently)."""
+    image_token = getattr(processing_class, "image_token", None) if is_processor(processing_class) else None
+    out = []
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, (str, list)):  # prompt_ids refuses it, naming the prompt
+            out.append([])
+            continue
+        parts = _parts(prompt)
+        texts = [part["text"] for part in parts if isinstance(part.get("text"), str)]
+        placeholders = sum(_is_image_part(part) for part in parts)
+        images = [] if isinstance(prompt, str) else message_images(prompt)
+        if image_token and any(image_token in text for text in texts):
+            raise ValueError(
+                f"prompt {index} has the image token {image_token!r} in its text; images go in image parts "
+                '({"type": "image", "image": path}), not as text'
+            )
+        if len(images) != placeholders:
+            raise ValueError(
+                f"prompt {index} has {placeholders} image parts but {len(images)} images; every image part must carry "
+                'its image ({"type": "image", "image": path}): fill them with align.data.fill_images(prompt, images)'
+            )
+        if images and not is_processor(processing_class):
+            raise ValueError(
+                f"prompt {index} has {len(images)} image(s) but the generator was given a "
+                f"{type(processing_class).__name__}, not a processor: pass the vision-language model's processor "
+                "(align.models.load_processing_class / AutoProcessor) as the tokenizer"
+            )
+        out.append(images)
+    return out
+
+
+def _parts(prompt: Prompt) -> list[Mapping]:
+    """Every content part of ``prompt`` in order, string contents (and a string prompt) as text parts."""
+    contents = [prompt] if isinstance(prompt, str) else [m.get("content") for m in prompt if isinstance(m, Mapping)]
+    parts = [part for content in contents for part in (content if isinstance(content, list) else [{"text": content}])]
+    return [part for part in parts if isinstance(part, Mapping)]
+
+
+def _is_image_part(part: Any) -> bool:
+    return isinstance(part, Mapping) and part.get("type") == "image"
+
+
+def _with_images(prompt: Prompt, images: list[Any]) -> Prompt:
+    """``prompt`` with its image parts holding ``images`` (opened), in order: the chat template renders
+    from opened images whatever the values were (bytes, dicts), and no file is read twice."""
+    if not images:
+        return prompt
+    remaining = iter(images)
+    filled = []
+    for message in prompt:
+        if isinstance(message.get("content"), list):
+            content = [{**x, "image": next(remaining)} if _is_image_part(x) else x for x in message["content"]]
+            message = {**message, "content": content}
+        filled.append(message)
+    return filled
 
 
 def eos_token_ids(tokenizer: Any, model: Any) -> list[int]:
@@ -185,16 +251,23 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
 class HFGenerator:
     """Samples K completions per prompt with batched Hugging Face ``generate``.
 
-    ``model`` may be a plain or PEFT causal LM, or what ``accelerator.prepare`` returned (DDP
-    module, DeepSpeed engine); pass the ``accelerator`` in multi-process runs so chunks are split
-    across processes and results gathered. Without an accelerator the call is single-process: run
-    under several processes it would sample every chunk in each. ``show_progress`` shows a tqdm bar
-    (main process only).
+    ``model`` may be a plain or PEFT causal LM or vision-language model, or what ``accelerator.prepare``
+    returned (DDP module, DeepSpeed engine); pass the ``accelerator`` in multi-process runs so chunks
+    are split across processes and results gathered. Without an accelerator the call is
+    single-process: run under several processes it would sample every chunk in each.
+    ``show_progress`` shows a tqdm bar (main process only).
+
+    ``tokenizer`` is the model's processing class: a tokenizer, or for a vision-language model its
+    processor (``self.processing_class``; ``self.tokenizer`` is then the processor's tokenizer, which
+    pads and decodes). With a processor, prompts may carry images (see :data:`align.generation.Prompt`):
+    each sequence gets its prompt's images through :func:`align.data.images.vision_inputs`, in batch
+    order, and the completions are text.
     """
 
     def __init__(self, model: Any, tokenizer: Any, accelerator: Any = None, *, show_progress: bool = True) -> None:
         self.model = model
-        self.tokenizer = tokenizer
+        self.processing_class = tokenizer
+        self.tokenizer = text_tokenizer(tokenizer)
         self.accelerator = accelerator
         self.show_progress = show_progress
 
@@ -277,17 +350,22 @@ class HFGenerator:
         """K completions for each prompt of chunk ``index``, under the chunk's own seed.
 
         Sequences (prompt copies) are batched in order of prompt length, which wastes less padding
-        and depends only on the chunk, so it keeps the chunk's samples reproducible."""
-        prompt_ids = encode_prompts(self.tokenizer, chunk)
+        and depends only on the chunk, so it keeps the chunk's samples reproducible. A prompt's images
+        are opened once per chunk and travel with each of its copies."""
+        images = [[load_image(value) for value in values] for values in prompt_images(self.processing_class, chunk)]
+        prompt_ids = encode_prompts(self.processing_class, [_with_images(*pair) for pair in zip(chunk, images)])
         copies = 1 if config.greedy else config.num_samples
         sequences = [ids for ids in prompt_ids for _ in range(copies)]
+        sequence_images = [values for values in images for _ in range(copies)]
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         texts: list[str] = [""] * len(sequences)
         device = _model_device(model)
         with _seeded_rng(chunk_seed(config.seed, index), device):
             for start in range(0, len(order), config.batch_size):
                 rows = order[start : start + config.batch_size]
-                decoded = self._generate_batch(model, [sequences[r] for r in rows], config, eos, device)
+                decoded = self._generate_batch(
+                    model, [sequences[r] for r in rows], [sequence_images[r] for r in rows], config, eos, device
+                )
                 for row, text in zip(rows, decoded):
                     texts[row] = text
         if config.greedy:
@@ -295,14 +373,27 @@ class HFGenerator:
         return [texts[i * copies : (i + 1) * copies] for i in range(len(prompt_ids))]
 
     def _generate_batch(
-        self, model: Any, sequences: list[list[int]], config: SamplingConfig, eos: list[int], device: torch.device
+        self,
+        model: Any,
+        sequences: list[list[int]],
+        images: list[list[Any]],
+        config: SamplingConfig,
+        eos: list[int],
+        device: torch.device,
     ) -> list[str]:
-        """One ``generate`` call on left-padded sequences; the decoded new tokens of each row."""
+        """One ``generate`` call on left-padded sequences (with row r's ``images[r]``, if any); the
+        decoded new tokens of each row.
+
+        The image inputs are built from the padded ids, so inputs aligned with the tokens (e.g.
+        Qwen2-VL's ``mm_token_type_ids``) are padded exactly like them."""
         pad = self.tokenizer.pad_token_id
         if pad is None:
             pad = getattr(getattr(model, "generation_config", None), "pad_token_id", None)
         pad = eos[0] if pad is None else pad
         batch = _left_pad(sequences, pad, device)
+        if any(images):
+            vision = vision_inputs(self.processing_class, images, batch["input_ids"].cpu())
+            batch.update({key: value.to(device) for key, value in vision.items()})
         with torch.no_grad():
             output = model.generate(**batch, **_generate_kwargs(config, eos, pad))
         new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
