@@ -16,12 +16,18 @@ arguments are parsed). Built in:
 - ``labelled``: every sample as a single completion with its 0/1 correctness label (the implicit
   PRM's CE variant);
 - ``lists``: each prompt's K samples as one list with a return per sample (HAEPO; ``returns``,
-  ``skip_ties``).
+  ``skip_ties``);
+- ``uvcot_pairs``: UV-CoT's pairs of (region, crop, answer) samples by score gap, sampled per
+  question, optionally length-balanced (``min_gap``, ``pairs_per_question``, ``gamma_next``,
+  ``length_balance``, ``rejected_crop``, ``scores``, ``seed``).
 """
 
 from __future__ import annotations
 
 import inspect
+import itertools
+import math
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +41,7 @@ __all__ = [
     "register_builder",
     "rpo_pairs",
     "sppo_pairs",
+    "uvcot_pairs",
 ]
 
 Builder = Callable[..., tuple[list[dict], dict]]
@@ -237,3 +244,142 @@ def return_lists(judged: list[dict], *, returns: str = "auto", skip_ties: bool =
     stats = {"prompts": len(judged), "lists": len(rows), "completions": sum(len(r["completions"]) for r in rows),
              "ties": ties, "skipped_ties": ties if skip_ties else 0, "blank_samples": blank, "too_few": short}  # fmt: skip
     return rows, stats
+
+
+REJECTED_CROPS = ("own", "chosen")
+UVCOT_SCORES = ("auto", "correct", "scores")
+
+
+@register_builder("uvcot_pairs")
+def uvcot_pairs(
+    judged: list[dict],
+    *,
+    min_gap: float = 1.0,
+    pairs_per_question: int | None = 2,
+    gamma_next: float = 0.0,
+    length_balance: bool = False,
+    rejected_crop: str = "own",
+    scores: str = "auto",
+    seed: int = 0,
+) -> tuple[list[dict], dict]:
+    """UV-CoT's preference pairs (Zhao et al. 2025; official ``utils/pair_construction.py``,
+    ``utils/get_preference_pairs.py``, ``utils/get_pairs_filter_shorten.py``).
+
+    A judged question holds its turn-1 ``prompt`` and ``images``, its ``question``, and per sample k
+    the region text ``regions[k]``, its crop ``crops[k]`` and the answer ``completions[k]``, with the
+    judge's ``correct`` (a verifier) or ``scores``, and optionally ``next_scores``. Each sample's score
+
+        s_k = s_cur,k + γ_next · s_next,k
+
+    where s_cur is UV-CoT's evaluator score, −(number of false claims): a verifier's verdict counts
+    as one claim (0 right, −1 wrong), a scoring judge's ``scores`` are taken as they are
+    (``scores``: ``auto`` takes the verdict when there is one, since a verifier's ``scores`` are
+    tie-broken, not claim counts). Then, as the official scripts do, in this order:
+
+    1. every 2-combination (i, j) of a question's samples with |s_i − s_j| ≥ ``min_gap`` is a pair,
+       the higher score chosen;
+    2. ``pairs_per_question`` of them are sampled per question (all when there are no more), seeded
+       by ``seed`` and the question's ``index`` (the official draw is unseeded);
+    3. ``length_balance``: over all pairs, with L_w, L_l the chosen and rejected answers' lengths in
+       whitespace words, for each r ∈ {0, 0.02, …, 0.98} drop the pairs with (L_l − L_w)/L_l > r
+       (a winner much shorter than its loser: the score −#false claims favours short answers) and
+       those whose answers are equal, and keep the r minimising |avg L_w − avg L_l| / avg L_l (the
+       smallest such r on ties).
+
+    Rows (pair kind): the prompt and its ``images``; chosen/rejected = [assistant region, user: crop
+    + :data:`~align.data.boxes.ANSWER_PROMPT` + question, assistant answer]
+    (:func:`~align.data.boxes.uvcot_completion`); ``chosen_images`` = [the winner's crop];
+    ``rejected_images`` = [the loser's own crop] (``rejected_crop="own"``, as the paper describes) or
+    [the winner's crop] (``"chosen"``: what the official training code feeds, which scores y_l after
+    the winner's crop); ``scores`` = [s_w, s_l] for the score margin. Returns (rows, stats)."""
+    if rejected_crop not in REJECTED_CROPS:
+        raise ValueError(f"rejected_crop must be one of {REJECTED_CROPS}, got {rejected_crop!r}")
+    if scores not in UVCOT_SCORES:
+        raise ValueError(f"scores must be one of {UVCOT_SCORES}, got {scores!r}")
+    if not min_gap > 0:
+        raise ValueError(f"min_gap must be > 0 (a pair needs a preference), got {min_gap}")
+    if pairs_per_question is not None and pairs_per_question < 1:
+        raise ValueError(f"pairs_per_question must be >= 1 (or null: every pair), got {pairs_per_question}")
+    from align.data.boxes import uvcot_completion
+
+    pairs, candidates, without = [], 0, 0
+    for item in judged:
+        s = _uvcot_scores(item, scores, gamma_next)
+        made = [(i, j) if s[i] >= s[j] else (j, i) for i, j in itertools.combinations(range(len(s)), 2)
+                if abs(s[i] - s[j]) >= min_gap]  # fmt: skip
+        candidates += len(made)
+        without += not made
+        if pairs_per_question is not None and len(made) > pairs_per_question:
+            made = random.Random(f"{seed}:{item.get('index')}").sample(made, pairs_per_question)
+        pairs += [(item, s, w, l) for w, l in made]
+    sampled = len(pairs)
+    ratio = None
+    if length_balance and pairs:
+        answers = [(item["completions"][w], item["completions"][l]) for item, _, w, l in pairs]
+        keep, ratio = balance_lengths(answers)
+        pairs = [pairs[i] for i in keep]
+
+    rows = []
+    for item, s, w, l in pairs:
+        question = item.get("question")
+        if question is None:  # prompt rows without the field: the question as the loop sampled it
+            from align.loops.uvcot import question_of
+
+            question = question_of(item)
+        crops = item["crops"]
+        rows.append({
+            "prompt": _messages(item["prompt"]),
+            "images": list(item.get("images") or []),
+            "chosen": uvcot_completion(item["regions"][w], question, item["completions"][w]),
+            "rejected": uvcot_completion(item["regions"][l], question, item["completions"][l]),
+            "chosen_images": [crops[w]],
+            "rejected_images": [crops[w] if rejected_crop == "chosen" else crops[l]],
+            "scores": [s[w], s[l]],
+        })  # fmt: skip
+    stats = {"questions": len(judged), "pairs": len(rows), "candidate_pairs": candidates, "sampled_pairs": sampled,
+             "no_pair": without, "length_ratio": ratio, "dropped_by_length": sampled - len(rows)}  # fmt: skip
+    return rows, stats
+
+
+def _uvcot_scores(item: dict, source: str, gamma_next: float) -> list[float]:
+    """s_k = s_cur,k + γ_next · s_next,k for one judged question (see :func:`uvcot_pairs`)."""
+    where = f"prompt {item.get('index')}"
+    if source == "auto":
+        source = "correct" if "correct" in item else "scores"
+    if source not in item:
+        raise ValueError(f"{where}: uvcot_pairs needs the judge's {source!r} (it gave "
+                         f"{', '.join(k for k in ('correct', 'scores') if k in item) or 'neither'})")  # fmt: skip
+    for key in ("regions", "crops"):
+        if len(item.get(key) or []) != len(item["completions"]):
+            raise ValueError(f"{where}: uvcot_pairs needs {key!r}, one per sample ({len(item['completions'])})")
+    if source == "correct":
+        current = [0.0 if ok else -1.0 for ok in item["correct"]]
+    else:
+        current = [float(v) for v in item["scores"]]
+    if gamma_next == 0:
+        return current
+    if len(item.get("next_scores") or []) != len(current):
+        raise ValueError(f"{where}: gamma_next={gamma_next} needs 'next_scores', one per sample ({len(current)})")
+    return [c + gamma_next * float(n) for c, n in zip(current, item["next_scores"])]
+
+
+def balance_lengths(pairs: list[tuple[str, str]]) -> tuple[list[int], float]:
+    """The official length balancing (``utils/get_pairs_filter_shorten.py``, ``cal_pair_search_difflen``)
+    on (chosen, rejected) answer texts: the indices of the pairs kept and the ratio r chosen (see
+    :func:`uvcot_pairs`).
+
+    Where the official code divides by zero, here: a rejected answer of no words gives (L_l − L_w)/L_l
+    = −inf (kept by the length rule), and an r that keeps no pair, or whose rejected answers average
+    no words, scores +inf."""
+    lengths = [(len(w.split()), len(l.split())) for w, l in pairs]
+    best: tuple[float, float, list[int]] | None = None
+    for step in range(50):
+        r = step * 0.02  # numpy.arange(0, 1, 0.02)'s values
+        kept = [i for i, ((w, l), (lw, ll)) in enumerate(zip(pairs, lengths))
+                if ((ll - lw) / ll if ll else -math.inf) <= r and w.strip() != l.strip()]  # fmt: skip
+        avg_w = sum(lengths[i][0] for i in kept) / max(1, len(kept))
+        avg_l = sum(lengths[i][1] for i in kept) / max(1, len(kept))
+        gap = abs(avg_w - avg_l) / avg_l if avg_l else math.inf
+        if best is None or gap < best[0]:  # strictly less: the smallest r on ties, as pandas' idxmin
+            best = (gap, r, kept)
+    return best[2], best[1]
