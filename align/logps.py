@@ -79,17 +79,22 @@ def completion_logps(model: torch.nn.Module, inputs: dict[str, torch.Tensor], *,
     completion token (``logits_to_keep`` with their indices), and the log-softmax is chunked
     (:func:`selective_logps`). Padded: TRL's fused LM head (``add_fused_lm_head``) projects in
     chunks without materialising the logits; this is the reference path the packed one is tested
-    against. Returns, for the N sequences of the batch in row-major (b, k) order: ``logps_sum``
+    against. A vision-language model also gets the batch's image inputs (``vision``: pixel values
+    and whatever else the processor made, for the images of all N sequences in order), in both
+    layouts; image tokens are never completion tokens, so every count is of text tokens. Returns,
+    for the N sequences of the batch in row-major (b, k) order: ``logps_sum``
     (N,), per completion token ``token_logps`` and ``token_mask`` (N, C) (C = the longest
     completion; column c is the c-th trained completion token: ``completion_mask`` may have holes, the
     user turns of a multi-turn completion), ``token_counts`` (N,), and
     ``token_entropy`` (N, C) when asked.
     """
     input_ids, completion_mask = inputs["input_ids"], inputs["completion_mask"]
+    vision = inputs.get("vision", {})
     if "position_ids" in inputs:
         index = packed_completion_index(inputs)
         seq, num_seqs = index.seq, index.num_seqs
-        out = model(input_ids=input_ids, position_ids=inputs["position_ids"], use_cache=False, logits_to_keep=index.keep)
+        out = model(input_ids=input_ids, position_ids=inputs["position_ids"], use_cache=False, logits_to_keep=index.keep,
+                    **vision)  # fmt: skip
         stats = selective_logps(out.logits[0], index.targets, entropy=entropy)
         logps, token_entropy = (stats[:, 0], stats[:, 1]) if entropy else (stats, None)
     else:
@@ -98,7 +103,7 @@ def completion_logps(model: torch.nn.Module, inputs: dict[str, torch.Tensor], *,
         seq = torch.arange(num_seqs, device=input_ids.device).unsqueeze(1).expand_as(target_mask)[target_mask]
         labels = input_ids.masked_fill(completion_mask == 0, -100)
         out = model(input_ids=input_ids, attention_mask=inputs["attention_mask"], use_cache=False, labels=labels,
-                    fused_lm_head=True)  # fmt: skip
+                    fused_lm_head=True, **vision)  # fmt: skip
         logps = out.log_probs[:, -target_mask.shape[1] :][target_mask]
         token_entropy = out.entropy[:, -target_mask.shape[1] :][target_mask] if entropy else None
     counts = torch.bincount(seq, minlength=num_seqs)

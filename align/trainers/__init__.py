@@ -5,7 +5,9 @@ from align.trainers.haepo import HAEPOConfig, HAEPOTrainer
 from align.trainers.implicit_prm import ImplicitPRMConfig, ImplicitPRMTrainer, labelled_pairs
 from align.trainers.rpo import RPOConfig, RPOTrainer
 from align.trainers.safe_align import SAFETY_OBJECTIVES, SafeAlignConfig, SafeAlignTrainer
+from align.trainers.sft import SFTConfig, SFTTrainer
 from align.trainers.sppo import SPPOConfig, SPPOTrainer
+from align.trainers.uvcot import UVCoTConfig, UVCoTTrainer
 
 __all__ = [
     "HAEPOConfig",
@@ -17,10 +19,14 @@ __all__ = [
     "RPOConfig",
     "RPOTrainer",
     "SAFETY_OBJECTIVES",
+    "SFTConfig",
+    "SFTTrainer",
     "SPPOConfig",
     "SPPOTrainer",
     "SafeAlignConfig",
     "SafeAlignTrainer",
+    "UVCoTConfig",
+    "UVCoTTrainer",
     "completion_logps",
     "labelled_pairs",
     "objective_fields",

@@ -21,15 +21,17 @@ from accelerate.utils import broadcast_object_list
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainingArguments, set_seed
+from transformers import AutoTokenizer, PreTrainedModel, Trainer, TrainingArguments, set_seed
 from trl.models import prepare_deepspeed
 from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model, hash_module, use_adapter
 
 from align.attention import use_varlen_attention
 from align.checkpoints import last_complete_checkpoint
 from align.data import PER_COMPLETION_FIELDS, PER_EXAMPLE_FIELDS, PreferenceCollator, prepare_preference_dataset
+from align.data.images import is_processor, text_tokenizer
 from align.distributed import configure_cpu_distributed, configure_cpu_threads, env_flag
 from align.logps import completion_logps
+from align.models import is_vision_config, load_pretrained, load_processing_class, model_config, packing_blocker
 from align.objectives import CompletionGroups, Objective, get_objective, objective_class
 
 logger = logging.getLogger(__name__)
@@ -218,6 +220,11 @@ class PreferenceTrainer(Trainer):
 
     Subclasses set ``config_class`` and the default ``objective``; datasets may be raw (any format
     :func:`align.data.prepare_preference_dataset` accepts) or already tokenized.
+
+    Vision-language models train the same way with their processor as ``processing_class``: the
+    collator adds each batch's image inputs, and log-probs count completion text tokens only.
+    Packing (``padding_free``) needs 1-D positions restarting per sequence; a model that has other
+    positions or token types (:func:`align.models.packing_blocker`) trains padded, with a warning.
     """
 
     config_class: ClassVar[type[PreferenceConfig]] = PreferenceConfig
@@ -236,11 +243,25 @@ class PreferenceTrainer(Trainer):
     ):
         args = args or self.config_class(output_dir="outputs/" + type(self).__name__.lower())
         if isinstance(model, str):
-            model = AutoModelForCausalLM.from_pretrained(model)
+            model = load_pretrained(model)
+        vision = is_vision_config(model.config)
         if processing_class is None:
-            processing_class = AutoTokenizer.from_pretrained(model.config._name_or_path)
-        if processing_class.pad_token_id is None:
-            processing_class.pad_token = processing_class.eos_token
+            name = model.config._name_or_path
+            processing_class = (
+                load_processing_class(model_config(name)) if vision else AutoTokenizer.from_pretrained(name)
+            )
+        tokenizer = text_tokenizer(processing_class)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if vision and args.ddp_find_unused_parameters is None:
+            # A batch with no image leaves the vision tower and projector without gradients, which
+            # DDP would wait for (TRL sets the same for vision-language models).
+            args.ddp_find_unused_parameters = True
+        self.padding_free = args.padding_free
+        blocker = packing_blocker(model) if args.padding_free else None
+        if blocker is not None:
+            logger.warning("padding_free=True: training on padded rows instead, because %s", blocker)
+            self.padding_free = False
 
         self.objective = args.build_objective()
         req = self.objective.requirements
@@ -252,7 +273,7 @@ class PreferenceTrainer(Trainer):
         named = self.reference == "precomputed" and args.ref_model_name_or_path
         if ref_model is None and (self.reference == "model" or named):
             ref_model = (
-                AutoModelForCausalLM.from_pretrained(args.ref_model_name_or_path, dtype=model.dtype)
+                load_pretrained(args.ref_model_name_or_path, dtype=model.dtype)
                 if args.ref_model_name_or_path
                 else copy.deepcopy(model)
             )
@@ -264,7 +285,7 @@ class PreferenceTrainer(Trainer):
             disable_dropout_in_model(model)
             if self.ref_model is not None:
                 disable_dropout_in_model(self.ref_model)
-        if args.padding_free:
+        if self.padding_free:
             # Attend within each packed sequence (Σ n_i² work) instead of over the whole row (T²).
             for module in (model, self.ref_model):
                 if module is not None:
@@ -298,7 +319,7 @@ class PreferenceTrainer(Trainer):
         super().__init__(
             model=model,
             args=args,
-            data_collator=PreferenceCollator(processing_class.pad_token_id, padding_free=args.padding_free),
+            data_collator=self._collator(processing_class),
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=processing_class,
@@ -334,6 +355,12 @@ class PreferenceTrainer(Trainer):
                 self.ref_model = self.accelerator.prepare_model(self.ref_model, evaluation_mode=True)
         self._callbacks_bindable = True
         self._bind_callbacks()
+
+    def _collator(self, processing_class) -> PreferenceCollator:
+        pad = text_tokenizer(processing_class).pad_token_id
+        if is_processor(processing_class):
+            return PreferenceCollator(pad, padding_free=self.padding_free, processor=processing_class)
+        return PreferenceCollator(pad, padding_free=self.padding_free)
 
     def _bind_callbacks(self) -> None:
         """Give callbacks that need the trainer (e.g. LikelihoodDriftCallback: the datasets, the
