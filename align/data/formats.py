@@ -39,6 +39,21 @@ row-aligned with their input). Within a list of K completions repeats are kept: 
 (SPPO samples K answers per prompt, and a confident policy repeats itself), and the win rates
 count each sample, so dropping repeats would bias P̂.
 
+Rows with images (a vision-language model's data; :mod:`align.data.images`) add columns: ``images``
+(the prompt's images, in order; ``image``: one image), and per completion ``chosen_images`` /
+``rejected_images`` (pair), ``completion_images`` (list: K lists; single: one list). A value is a
+path (relative paths are taken from the data file's folder), encoded bytes, a PIL image or a
+``{"bytes", "path"}`` dict (``datasets.Image``'s storage). Such rows are conversational, and their
+message content may be a list of parts ``{"type": "text", "text"}`` / ``{"type": "image"}``; the
+image placeholders of the prompt and of each completion are filled by that part's images in order,
+and a part with images but no placeholder gets them at the start of its first user message (TRL's
+``prepare_multimodal_messages`` rule; for a completion [assistant, user, assistant] that is the
+user turn). Images go in user or system turns only: the model's own turns are text. Internal rows of
+a dataset with any image column get ``images`` (list of ``{"bytes", "path"}``, paths absolute) and
+``completion_images`` (K such lists) on every row (rows without images: empty lists), and message
+content as parts throughout; every image is opened once here, so a missing or unreadable file is
+reported before a model loads. Datasets without images are stored as before.
+
 Validation happens here, before any tokenization or training, and reports problems by source, row
 (0-based) and field: ``data/train.jsonl: row 12: field 'chosen': empty completion``; a field
 that is present but null is reported as ``is null``, one that is absent as ``missing``.
@@ -46,10 +61,13 @@ that is present but null is reported as ``is null``, one that is absent as ``mis
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from trl.data_utils import is_conversational, maybe_extract_prompt
@@ -60,6 +78,7 @@ __all__ = [
     "PER_COMPLETION_FIELDS",
     "PER_EXAMPLE_FIELDS",
     "ROLES",
+    "IMAGE_COLUMNS",
     "DataValidationError",
     "check_chat_template",
     "check_kind",
@@ -84,6 +103,12 @@ MAX_REPORTED_ERRORS = 10
 ROLES = ("system", "user", "assistant", "tool")
 PROMPT_END_ROLES = ("user", "tool")  # TRL adds the generation prompt after these (trl.data_utils.apply_chat_template)
 IDENTICAL_PAIRS = ("drop", "error", "keep")
+IMAGE_COLUMNS = ("images", "completion_images")  # of internal rows
+# Raw image columns, by the kind that reads them (``image``: one prompt image).
+_IMAGE_INPUTS = {
+    "pair": ("chosen_images", "rejected_images"), "list": ("completion_images",), "single": ("completion_images",)
+}  # fmt: skip
+_IMAGE_ROLES = ("user", "system")
 
 
 class DataValidationError(ValueError):
@@ -132,8 +157,9 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _check_text(value: Any, field: str, what: str) -> None:
-    """A non-blank string, or a non-empty list of {"role", "content"} messages not all blank."""
+def _check_text(value: Any, field: str, what: str, parts: bool = False) -> None:
+    """A non-blank string, or a non-empty list of {"role", "content"} messages not all blank; with ``parts``
+    (rows with images) content may also be a list of text/image parts (an image is not blank)."""
     if value is None:
         raise _FieldError(field, "is null")
     if isinstance(value, str):
@@ -149,12 +175,21 @@ def _check_text(value: Any, field: str, what: str) -> None:
     if not value:
         raise _FieldError(field, f"empty {what} (no messages)")
     for j, message in enumerate(value):
-        _check_message(message, field, j)
-    if not any(m["content"].strip() for m in value):
+        _check_message(message, field, j, parts)
+    if not any(_text(m["content"]).strip() or _image_parts(m) for m in value):
         raise _FieldError(field, f"empty {what} (every message is blank)")
 
 
-def _check_message(message: Any, field: str, j: int) -> None:
+def _text(content: str | list[dict]) -> str:
+    return content if isinstance(content, str) else "".join(p.get("text") or "" for p in content)
+
+
+def _image_parts(message: dict) -> int:
+    content = message["content"]
+    return 0 if isinstance(content, str) else sum(part["type"] == "image" for part in content)
+
+
+def _check_message(message: Any, field: str, j: int, parts: bool = False) -> None:
     if not isinstance(message, dict):
         raise _FieldError(field, f"message {j} must be a dict with string 'role' and 'content', got {_short(message)}")
     for key in ("role", "content"):
@@ -162,12 +197,40 @@ def _check_message(message: Any, field: str, j: int) -> None:
             raise _FieldError(field, f"message {j} has no {key!r} (keys: {', '.join(map(str, message))})")
         if message[key] is None:
             raise _FieldError(field, f"message {j}: {key!r} is null")
-        if not isinstance(message[key], str):
+        if key == "content" and parts and isinstance(message[key], list):
+            _check_parts(message[key], field, j)
+        elif not isinstance(message[key], str):
             got = f"{type(message[key]).__name__} {_short(message[key])}"
             raise _FieldError(field, f"message {j}: {key!r} must be a string, got {got}")
     if message["role"] not in ROLES:
         raise _FieldError(
             field, f"message {j}: role {message['role']!r} is not one of {', '.join(map(repr, ROLES))}"
+        )
+    if _image_parts(message) and message["role"] not in _IMAGE_ROLES:
+        raise _FieldError(
+            field,
+            f"message {j} (role {message['role']!r}) holds an image part; images may appear only in user/system "
+            "turns (the model's own turns are text)",
+        )
+
+
+def _check_parts(content: list, field: str, j: int) -> None:
+    """TRL's content parts: ``{"type": "text", "text": str}`` or an image placeholder ``{"type": "image"}``."""
+    for p, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            continue
+        if kind == "image" and part.get("image") is None:
+            continue
+        if kind == "image":
+            raise _FieldError(
+                field,
+                f"message {j}: part {p}: an image part is a placeholder {{'type': 'image'}}; give the image itself in "
+                "the row's image column (images, chosen_images, ...)",
+            )
+        raise _FieldError(
+            field,
+            f"message {j}: part {p} must be {{'type': 'text', 'text': str}} or {{'type': 'image'}}, got {_short(part)}",
         )
 
 
@@ -245,17 +308,17 @@ def _same(a: str | list[dict], b: str | list[dict]) -> bool:
     ]
 
 
-def _pair(row: dict) -> tuple[dict, list[str]]:
+def _pair(row: dict, parts: bool = False) -> tuple[dict, list[str]]:
     _require(row, ("chosen", "rejected"))
     for name in ("chosen", "rejected"):
-        _check_text(row[name], name, "completion")
+        _check_text(row[name], name, "completion", parts)
     if type(row["chosen"]) is not type(row["rejected"]):
         raise _FieldError("rejected", "one of chosen/rejected is conversational and the other is a string")
     implicit = "prompt" not in row
     if implicit and _same(row["chosen"], row["rejected"]):
         raise _IdenticalPair  # nothing to extract: TRL would split two equal strings at their last character
     if not implicit:  # checked first: TRL's helpers below index into it
-        _check_text(row["prompt"], "prompt", "prompt")
+        _check_text(row["prompt"], "prompt", "prompt", parts)
     example = {k: row[k] for k in ("prompt", "chosen", "rejected") if k in row}
     # TRL extracts the prompt when it is implicit or a redundant string next to full conversations;
     # a conversational prompt with string answers is a format mix, reported below, not extracted away.
@@ -279,7 +342,7 @@ def _pair(row: dict) -> tuple[dict, list[str]]:
     return out, ["chosen", "rejected"]
 
 
-def _list(row: dict) -> tuple[dict, list[str]]:
+def _list(row: dict, parts: bool = False) -> tuple[dict, list[str]]:
     _require(row, ("prompt", "completions"))
     completions = row["completions"]
     if not isinstance(completions, list):
@@ -289,7 +352,7 @@ def _list(row: dict) -> tuple[dict, list[str]]:
     return {"prompt": row["prompt"], "completions": completions}, [f"completions[{i}]" for i in range(len(completions))]
 
 
-def _single(row: dict) -> tuple[dict, list[str]]:
+def _single(row: dict, parts: bool = False) -> tuple[dict, list[str]]:
     _require(row, ("prompt", "completion"))
     out = {"prompt": row["prompt"], "completions": [row["completion"]]}
     if row.get("label") is not None:
@@ -300,36 +363,153 @@ def _single(row: dict) -> tuple[dict, list[str]]:
 _NORMALIZERS = {"pair": _pair, "list": _list, "single": _single}
 
 
-def _normalize_row(row: dict, kind: str, identical_pairs: str = "drop") -> dict | None:
+def _normalize_row(row: dict, kind: str, identical_pairs: str = "drop", image_root: Path | None = None) -> dict | None:
     """One raw row of the given kind → the internal form; raises ``_FieldError`` on the first problem.
 
-    None: a pair whose chosen equals its rejected, to drop (``identical_pairs="drop"``).
+    None: a pair whose chosen equals its rejected, to drop (``identical_pairs="drop"``). ``image_root``: the
+    folder relative image paths are read from, given for the rows of a dataset with image columns only.
     """
+    parts = image_root is not None
     try:
-        out, names = _NORMALIZERS[kind](row)
+        out, names = _NORMALIZERS[kind](row, parts)
     except _IdenticalPair:
         if identical_pairs == "keep":
             raise _FieldError("prompt", "no prompt column, and none can be extracted: chosen equals rejected") from None
         return _identical(identical_pairs)
     completions = out["completions"]
     for name, completion in zip(names, completions):
-        _check_text(completion, name, "completion")
-    _check_text(out["prompt"], "prompt", "prompt")
+        _check_text(completion, name, "completion", parts)
+    _check_text(out["prompt"], "prompt", "prompt", parts)
     conversational = is_conversational({"prompt": out["prompt"]})
     for name, completion in zip(names, completions):
         if isinstance(completion, list) != conversational:
             raise _FieldError(name, "prompt and completion mix conversational (messages) and standard (string) formats")
     if conversational:
         _check_roles(out["prompt"], completions, names)
+    if parts:
+        _add_images(out, row, kind, names, image_root)
     k = len(completions)
     for name in PER_COMPLETION_FIELDS:
         if row.get(name) is not None:
             if name in out:
                 raise _FieldError(name, f"given twice (also derived from other columns of a {kind} row)")
             out[name] = _numbers(row[name], name, k)
-    if kind == "pair" and identical_pairs != "keep" and _same(*completions):
-        return _identical(identical_pairs)
+    if kind == "pair" and identical_pairs != "keep" and _same(*out["completions"]):
+        if not parts or out["completion_images"][0] == out["completion_images"][1]:  # other crops: a preference
+            return _identical(identical_pairs)
     return out
+
+
+def _add_images(out: dict, row: dict, kind: str, names: list[str], root: Path) -> None:
+    """Read a row's image columns into ``out["images"]`` / ``out["completion_images"]`` (module docstring),
+    opening each image once, and write its messages as content parts with one placeholder per image."""
+    k = len(out["completions"])
+    for name in sorted({column for columns in _IMAGE_INPUTS.values() for column in columns} - set(_IMAGE_INPUTS[kind])):
+        if row.get(name) is not None:
+            wanted = " and ".join(_IMAGE_INPUTS[kind])
+            raise _FieldError(name, f"not a column of a {kind} row; the images of its completions go in {wanted}")
+    if row.get("image") is not None and row.get("images") is not None:
+        raise _FieldError("image", "given together with 'images'; put every prompt image in 'images'")
+    if row.get("image") is not None:
+        images = [_image_ref(row["image"], "image", root)]
+    else:
+        images = [_image_ref(v, f"images[{i}]", root) for i, v in enumerate(_image_list(row.get("images"), "images"))]
+    if kind == "pair":
+        columns = [(name, row.get(name)) for name in _IMAGE_INPUTS["pair"]]
+    else:
+        given = row.get("completion_images")
+        if kind == "single" and isinstance(given, list) and not (len(given) == 1 and isinstance(given[0], list)):
+            given = [given]  # a single row's one list
+        if given is not None and (not isinstance(given, list) or len(given) != k):
+            got = f"{len(given)} lists" if isinstance(given, list) else type(given).__name__
+            raise _FieldError("completion_images", f"expected one list of images per completion ({k}), got {got}")
+        columns = [(f"completion_images[{j}]", given[j] if given is not None else None) for j in range(k)]
+    completion_images = [
+        [_image_ref(v, f"{column}[{i}]", root) for i, v in enumerate(_image_list(value, column))]
+        for column, value in columns
+    ]
+    if not isinstance(out["prompt"], list):
+        if images or any(completion_images):
+            raise _FieldError("prompt", "rows with images must be conversational (lists of messages), not strings")
+    else:
+        out["prompt"] = _placeholders(out["prompt"], images, "prompt", "images")
+        out["completions"] = [
+            _placeholders(completion, refs, name, column)
+            for completion, refs, name, (column, _) in zip(out["completions"], completion_images, names, columns)
+        ]
+    out["images"], out["completion_images"] = images, completion_images
+
+
+def _image_list(value: Any, field: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise _FieldError(field, f"expected a list of images, got {type(value).__name__} {_short(value)}")
+    return list(value)
+
+
+def _placeholders(messages: list[dict], images: list[dict], field: str, column: str) -> list[dict]:
+    """``messages`` with content as parts and one image placeholder per image (module docstring)."""
+    from align.data.images import fill_images
+
+    count = sum(_image_parts(message) for message in messages)
+    if count and count != len(images):
+        raise _FieldError(field, f"{count} image placeholder(s) but {column} has {len(images)} image(s)")
+    try:
+        filled = fill_images(messages, images, name=field)
+    except ValueError as err:
+        raise _FieldError(field, str(err).removeprefix(f"{field}: ")) from None
+    return [
+        {**message, "content": [{"type": "text", "text": message["content"]}]}
+        if isinstance(message["content"], str)
+        else {**message, "content": [{k: v for k, v in part.items() if k != "image"} for part in message["content"]]}
+        for message in filled
+    ]
+
+
+def _image_ref(value: Any, field: str, root: Path) -> dict:
+    """An image value as ``{"bytes", "path"}`` (a path made absolute against ``root``), after opening it once."""
+    from PIL import Image
+
+    if isinstance(value, Image.Image):
+        buffer = io.BytesIO()
+        value.save(buffer, format="PNG")
+        return {"bytes": buffer.getvalue(), "path": None}
+    if isinstance(value, Mapping) and set(value) <= {"bytes", "path"}:
+        data, path = value.get("bytes"), value.get("path")
+        if data is None and path is None:
+            raise _FieldError(field, "an image dict with neither 'bytes' nor 'path'")
+        if data is not None:
+            if not isinstance(data, (bytes, bytearray)):
+                raise _FieldError(field, f"'bytes' must be bytes, got {type(data).__name__}")
+            _open(io.BytesIO(data), field)
+            return {"bytes": bytes(data), "path": path if isinstance(path, str) else None}
+        value = path
+    if isinstance(value, (bytes, bytearray)):
+        _open(io.BytesIO(value), field)
+        return {"bytes": bytes(value), "path": None}
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise _FieldError(
+            field,
+            f"expected an image path, bytes, a PIL image or a {{'bytes', 'path'}} dict, got {type(value).__name__} "
+            f"{_short(value)}",
+        )
+    path = Path(root, value).absolute()
+    if not path.is_file():
+        raise _FieldError(field, f"no such file '{path}'")
+    _open(path, field)
+    return {"bytes": None, "path": str(path)}
+
+
+def _open(source: Any, field: str) -> None:
+    """Decode the whole image once, so that a truncated file fails here, not in the middle of training."""
+    from PIL import Image
+
+    try:
+        with Image.open(source) as image:
+            image.load()
+    except Exception as err:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ... on bad files
+        raise _FieldError(field, f"cannot read image ({type(err).__name__}: {err})") from None
 
 
 def _identical(identical_pairs: str) -> None:
@@ -353,6 +533,7 @@ def normalize_rows(
     *,
     identical_pairs: str = "drop",
     tokenizer=None,
+    image_root: str | os.PathLike | None = None,
 ) -> tuple[list[dict], str]:
     """Validate and normalise rows given as ``[(source name, rows), ...]``; return (internal rows, kind).
 
@@ -361,7 +542,9 @@ def normalize_rows(
     count of all bad rows, so one run shows the extent of the damage. ``identical_pairs``: what
     happens to a pair whose chosen equals its rejected (see the module docstring). Given a
     ``tokenizer``, conversational rows are also checked against its chat template
-    (:func:`check_chat_template`), naming the file row of the failing example.
+    (:func:`check_chat_template`), naming the file row of the failing example. ``image_root``: the
+    folder relative image paths are taken from (the data file's; None: the working directory); when
+    any row has an image column, every row gets :data:`IMAGE_COLUMNS` (module docstring).
     """
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)} or None, got {kind!r}")
@@ -380,6 +563,10 @@ def normalize_rows(
             )
         check_kind(found, kind, name, columns)
         kind = kind or found
+    image_inputs = {"images", "image", *(column for columns in _IMAGE_INPUTS.values() for column in columns)}
+    rows_with = (row for _, rows in parts for row in rows if isinstance(row, dict))
+    vision = any(row.get(column) is not None for row in rows_with for column in image_inputs)
+    root = Path(image_root or ".").absolute() if vision else None
 
     normalized, errors, bad_rows, dropped = [], [], 0, []
     reference = None  # (signature, "where") of the first good row: every other row must match it
@@ -390,7 +577,7 @@ def normalize_rows(
             try:
                 if not isinstance(row, dict):
                     raise _FieldError("<row>", f"expected a JSON object, got {type(row).__name__}")
-                out = _normalize_row(row, kind, identical_pairs)
+                out = _normalize_row(row, kind, identical_pairs, root)
                 if out is None:
                     dropped.append(where)
                     continue
@@ -464,7 +651,9 @@ def _probe_chat_template(probes: dict[str, tuple[str, dict]], tokenizer) -> None
                 message = {k: v for k, v in message.items() if v is not None}  # Arrow fills absent keys with None
                 if message["role"] == role:
                     markers.append((field, j, f"align-probe-{len(markers)}-end"))
-                    message["content"] = markers[-1][2]
+                    text = markers[-1][2]  # as a text part where the row's content is parts (rows with images)
+                    parts = isinstance(message["content"], list)
+                    message["content"] = [{"type": "text", "text": text}] if parts else text
                 messages.append(message)
         field, j, _ = markers[0]
         try:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from datasets import Dataset, DatasetInfo
+from datasets.fingerprint import Hasher
 
 from align.data.formats import DataValidationError, check_chat_template, check_kind, detect_kind, normalize_rows
 from align.data.safety import HARMFULQA_COLUMNS, harmfulqa_to_single, messages_to_single
@@ -45,8 +46,9 @@ def load_preference_dataset(
     (``messages`` + optional ``label``) become labelled single rows first (:mod:`align.data.safety`).
     ``kind`` ("pair" | "list" | "single" | None = from the columns) is what the objective needs.
     Errors name the source (the file path or hub id; ``name`` for an in-memory Dataset), the row and
-    the field. Returns a ``Dataset`` of internal rows: ``prompt``, ``completions`` and the
-    optional float fields.
+    the field. Returns a ``Dataset`` of internal rows: ``prompt``, ``completions``, the
+    optional float fields and, for rows with images, ``images`` / ``completion_images`` (relative
+    image paths are read from the data file's folder; the fingerprint covers the image files too).
 
     ``identical_pairs`` ("drop" | "error" | "keep"): pairs whose chosen equals rejected are dropped
     with a logged count, refused, or kept. Given a ``tokenizer``, conversational rows are also
@@ -64,8 +66,30 @@ def load_preference_dataset(
             check_chat_template(source.select_columns(["prompt", "completions"]), tokenizer, name or "dataset")
         return source
     parts = [_from_conversations(part, rows) for part, rows in read_rows(source, split, name=name)]
-    rows, kind = normalize_rows(parts, kind, identical_pairs=identical_pairs, tokenizer=tokenizer)
-    return Dataset.from_list(rows, info=DatasetInfo(description=_KIND_MARKER + kind))
+    local = not isinstance(source, Dataset) and Path(source).exists()
+    root = (Path(source) if Path(source).is_dir() else Path(source).parent) if local else None
+    rows, kind = normalize_rows(parts, kind, identical_pairs=identical_pairs, tokenizer=tokenizer, image_root=root)
+    return _with_image_files(Dataset.from_list(rows, info=DatasetInfo(description=_KIND_MARKER + kind)), rows)
+
+
+def _with_image_files(dataset: Dataset, rows: list[dict]) -> Dataset:
+    """``dataset`` with a fingerprint that also covers the files its path images point to.
+
+    A fingerprint hashes the rows, i.e. a path image's path, not its pixels; the reference log-probs
+    cache (keyed by the fingerprint) would then serve a stale entry after an image is rewritten in
+    place. Each file's size and modification time (ns) go into the fingerprint, as datasets itself
+    does for its cache files; embedded bytes are in the rows already."""
+    files = [
+        ref["path"]
+        for row in rows
+        for ref in (*row.get("images", ()), *(ref for refs in row.get("completion_images", ()) for ref in refs))
+        if ref["bytes"] is None
+    ]
+    if not files:
+        return dataset
+    stamps = [(f, (st := os.stat(f)).st_size, st.st_mtime_ns) for f in files]
+    fingerprint = Hasher.hash([dataset._fingerprint, stamps])
+    return Dataset(dataset.data, info=dataset.info, split=dataset.split, fingerprint=fingerprint)
 
 
 def _from_conversations(name: str, rows: list) -> tuple[str, list]:

@@ -357,3 +357,135 @@ def test_conversations_with_system_and_tool_turns_are_accepted(tmp_path):
     rows = [{"prompt": [system, USER, call, tool], "chosen": [GOOD], "rejected": [BAD]}]
     ds = load_preference_dataset(write(tmp_path / "tools.jsonl", rows))
     assert ds[0]["prompt"][-1] == tool and ds[0]["completions"] == [[GOOD], [BAD]]
+
+
+# Rows with images: every problem is found while loading (each image opened once), before a model loads.
+VQA = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which clips?"}]}]
+
+
+def crop_turn(box: str) -> list[dict]:
+    return [
+        {"role": "assistant", "content": box},
+        {"role": "user", "content": "Please answer the question based on the original image and local detail image."},
+        {"role": "assistant", "content": "72"},
+    ]
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    from PIL import Image
+
+    for i, colour in enumerate(("red", "green", "blue")):
+        Image.new("RGB", (20, 16), colour).save(tmp_path / f"{i}.png")
+    (tmp_path / "text.png").write_text("this is not a picture")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "0.png").read_bytes()[:60])
+    return tmp_path
+
+
+VISION_PAIR = {
+    "prompt": VQA,
+    "images": ["0.png"],
+    "chosen": crop_turn("[0.1, 0.1, 0.5, 0.5]"),
+    "rejected": crop_turn("[0.5, 0.5, 0.9, 0.9]"),
+    "chosen_images": ["1.png"],
+    "rejected_images": ["2.png"],
+}
+IMAGE_CASES = {
+    "missing file": ({**VISION_PAIR, "images": ["nowhere.png"]}, "images[0]", "no such file '{dir}/nowhere.png'"),
+    "not an image": (
+        {**VISION_PAIR, "rejected_images": ["text.png"]},
+        "rejected_images[0]",
+        "cannot read image (UnidentifiedImageError: cannot identify image file",
+    ),
+    "truncated image": ({**VISION_PAIR, "chosen_images": ["cut.png"]}, "chosen_images[0]", "cannot read image ("),
+    "a number": ({**VISION_PAIR, "images": [3]}, "images[0]", "expected an image path, bytes, a PIL image"),
+    "too few prompt images": (
+        {**VISION_PAIR, "images": []}, "prompt", "1 image placeholder(s) but images has 0 image(s)"
+    ),  # fmt: skip
+    "too many rejected images": (
+        {**VISION_PAIR, "rejected": [{**VISION_PAIR["rejected"][0]}, {"role": "user", "content": [{"type": "image"}]},
+                                     VISION_PAIR["rejected"][2]], "rejected_images": ["1.png", "2.png"]},
+        "rejected",
+        "1 image placeholder(s) but rejected_images has 2 image(s)",
+    ),  # fmt: skip
+    "image in an assistant turn": (
+        {**VISION_PAIR, "chosen": [{"role": "assistant", "content": [{"type": "image"}]}, *crop_turn("x")[1:]]},
+        "chosen",
+        "message 0 (role 'assistant') holds an image part; images may appear only in user/system turns",
+    ),
+    "images but no user turn to show them in": (
+        {**VISION_PAIR, "chosen": crop_turn("x")[:1]},
+        "chosen",
+        "1 image(s) given but no user message to show them in",
+    ),
+    "an image value inside a part": (
+        {**VISION_PAIR, "prompt": [{"role": "user", "content": [{"type": "image", "image": "0.png"}]}]},
+        "prompt",
+        "message 0: part 0: an image part is a placeholder {'type': 'image'}",
+    ),
+    "an unknown part": (
+        {**VISION_PAIR, "prompt": [{"role": "user", "content": [{"type": "audio"}]}]},
+        "prompt",
+        "message 0: part 0 must be {'type': 'text', 'text': str} or {'type': 'image'}",
+    ),
+    "image and images": ({**VISION_PAIR, "image": "0.png"}, "image", "given together with 'images'"),
+    "a list column on a pair": (
+        {**VISION_PAIR, "completion_images": [[], []]}, "completion_images", "not a column of a pair row"
+    ),  # fmt: skip
+    "string rows with images": (
+        {"prompt": "Q", "chosen": "a", "rejected": "b", "images": ["0.png"]},
+        "prompt",
+        "rows with images must be conversational",
+    ),
+}
+
+
+@pytest.mark.parametrize("row, field, message", IMAGE_CASES.values(), ids=IMAGE_CASES.keys())
+def test_image_rows_errors_name_file_row_and_field(image_dir, row, field, message):
+    path = write(image_dir / "train.jsonl", [VISION_PAIR, row])
+    with pytest.raises(DataValidationError) as info:
+        load_preference_dataset(path)
+    expected = f"{path}: row 1: field '{field}': {message.replace('{dir}', str(image_dir))}"
+    assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_bytes_that_are_no_image_name_the_dataset_row_and_field():
+    rows = [{**VISION_PAIR, "images": [{"bytes": b"GIF89a broken", "path": "x.gif"}], "chosen_images": [b"\x89PNG"]}]
+    expected = r"^train: row 0: field 'images\[0\]': cannot read image \(UnidentifiedImageError"
+    with pytest.raises(DataValidationError, match=expected):
+        load_preference_dataset(Dataset.from_list(rows), name="train")
+
+
+def test_list_and_single_rows_read_completion_images(image_dir):
+    listed = {"prompt": VQA, "images": ["0.png"], "completions": [crop_turn("a"), crop_turn("b"), [GOOD]],
+              "completion_images": [["1.png"], ["2.png"], []]}  # fmt: skip
+    ds = load_preference_dataset(write(image_dir / "list.jsonl", [listed]))
+    assert [[ref["path"] for ref in refs] for refs in ds[0]["completion_images"]] == [
+        [str(image_dir / "1.png")], [str(image_dir / "2.png")], []
+    ]
+    single = {"prompt": VQA, "image": "0.png", "completion": crop_turn("a"), "completion_images": ["1.png"]}
+    wrapped = {**single, "completion_images": [["2.png"]]}
+    ds = load_preference_dataset(write(image_dir / "single.jsonl", [single, wrapped]))
+    assert ds[0]["images"] == [{"bytes": None, "path": str(image_dir / "0.png")}]
+    paths = [refs[0][0]["path"] for refs in ds["completion_images"]]
+    assert paths == [str(image_dir / "1.png"), str(image_dir / "2.png")]
+    with pytest.raises(DataValidationError, match=r"row 0: field 'completion_images': expected one list of images per "
+                                                  r"completion \(3\), got 2 lists"):  # fmt: skip
+        load_preference_dataset(write(image_dir / "bad.jsonl", [{**listed, "completion_images": [[], []]}]))
+
+
+def test_rows_without_images_join_a_dataset_with_images(image_dir):
+    """Every row gets both image columns, and content as parts (Arrow stores one type per column)."""
+    ds = load_preference_dataset(write(image_dir / "train.jsonl", [VISION_PAIR, CONV]))
+    assert ds[1]["images"] == [] and ds[1]["completion_images"] == [[], []]
+    assert ds[1]["prompt"] == [{"role": "user", "content": [{"type": "text", "text": USER["content"]}]}]
+    # the crop's placeholder went to the start of the completion's user turn
+    turn = ds[0]["completions"][0][1]["content"]
+    assert [part["type"] for part in turn] == ["image", "text"]
+
+
+def test_a_pair_with_the_same_text_but_other_crops_is_a_preference(image_dir):
+    same_text = {**VISION_PAIR, "rejected": VISION_PAIR["chosen"]}
+    same_crop = {**same_text, "rejected_images": ["1.png"]}
+    ds = load_preference_dataset(write(image_dir / "train.jsonl", [same_text, same_crop]))
+    assert len(ds) == 1 and ds[0]["completion_images"][1][0]["path"].endswith("2.png")

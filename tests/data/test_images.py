@@ -64,7 +64,8 @@ def test_every_image_value_loads_to_the_same_rgb_pixels(tmp_path):
     image.save(path)
     grey = image.convert("L")  # converted to RGB on load
     expected = np.asarray(image)
-    for value in (image, png(image), str(path), path, {"bytes": png(image), "path": None}, {"bytes": None, "path": str(path)}):
+    dicts = ({"bytes": png(image), "path": None}, {"bytes": None, "path": str(path)})
+    for value in (image, png(image), str(path), path, *dicts):
         loaded = load_image(value)
         assert loaded.mode == "RGB" and np.array_equal(np.asarray(loaded), expected), type(value)
     assert load_image(grey).mode == "RGB"
@@ -74,9 +75,11 @@ def test_every_image_value_loads_to_the_same_rgb_pixels(tmp_path):
 
 def test_fill_images_fills_placeholders_in_order():
     a, b = picture(0), picture(1)
-    messages = [{"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": "x"}, {"type": "image"}]}]
+    content = [{"type": "image", "text": None}, {"type": "text", "text": "x"}, {"type": "image"}]
+    messages = [{"role": "user", "content": content}]
     filled = fill_images(messages, [a, b])
-    assert filled[0]["content"] == [{"type": "image", "image": a}, {"type": "text", "text": "x"}, {"type": "image", "image": b}]
+    expected = [{"type": "image", "image": a}, {"type": "text", "text": "x"}, {"type": "image", "image": b}]
+    assert filled[0]["content"] == expected
     assert message_images(filled) == [a, b]
     assert messages[0]["content"][0] == {"type": "image", "text": None}  # the input is not changed
     with pytest.raises(ValueError, match=r"^completions\[1\]: Number of images provided \(1\) does not match .*\(2\)"):

@@ -208,3 +208,74 @@ def test_write_jsonl_is_atomic_and_round_trips(tmp_path):
         write_jsonl(bad_rows(), path)
     assert [json.loads(line) for line in path.read_text().splitlines()] == rows  # old file intact
     assert list(path.parent.iterdir()) == [path]
+
+
+# Rows with images: values of every form, relative paths from the data file's folder, fingerprints over the files.
+VQA = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which clips?"}]}]
+
+
+def picture(colour: str):
+    from PIL import Image
+
+    return Image.new("RGB", (20, 16), colour)
+
+
+def png(image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def vqa_pair(image, chosen_image=None) -> dict:
+    row = {"prompt": VQA, "images": [image], "chosen": [GOOD], "rejected": [BAD]}
+    return row if chosen_image is None else {**row, "chosen": [GOOD, USER, GOOD], "chosen_images": [chosen_image]}
+
+
+def test_relative_image_paths_are_read_from_the_data_files_folder(tmp_path, monkeypatch):
+    (tmp_path / "data" / "img").mkdir(parents=True)
+    picture("red").save(tmp_path / "data" / "img" / "a.png")
+    path = write(tmp_path / "data" / "train.jsonl", [vqa_pair("img/a.png")])
+    monkeypatch.chdir(tmp_path)  # not the folder of the file
+    for source in (path, "data/train.jsonl", tmp_path / "data"):
+        ds = load_preference_dataset(source)
+        assert ds[0]["images"] == [{"bytes": None, "path": str(tmp_path / "data" / "img" / "a.png")}]
+
+
+def test_paths_bytes_pil_and_image_dicts_load_to_the_same_pixels(tmp_path):
+    """Paths stay paths; bytes and PIL images (stored by datasets as its Image feature) become PNG bytes."""
+    import numpy as np
+
+    from align.data.images import load_image
+
+    red = picture("red")
+    red.save(tmp_path / "red.png")
+    values = [str(tmp_path / "red.png"), {"bytes": None, "path": str(tmp_path / "red.png")}, png(red),
+              {"bytes": png(red), "path": "red.png"}]  # fmt: skip
+    path = write(tmp_path / "paths.jsonl", [vqa_pair(v) for v in values[:2]])
+    # an in-memory dataset (one form per column, as Arrow stores it); datasets encodes PIL images itself
+    sources = [path, *(Dataset.from_list([vqa_pair(v)]) for v in (*values[2:], red))]
+    refs = [row["images"][0] for source in sources for row in load_preference_dataset(source)]
+    assert [ref["bytes"] is None for ref in refs] == [True, True, False, False, False]
+    assert refs[3]["path"] == "red.png"  # a name next to the bytes is kept as it is
+    for ref in refs:
+        assert np.array_equal(np.asarray(load_image(ref)), np.asarray(red))
+
+
+def test_fingerprint_covers_image_files_and_text_rows_keep_theirs(tmp_path):
+    import os
+
+    from datasets import DatasetInfo
+
+    picture("red").save(tmp_path / "a.png")
+    path = write(tmp_path / "train.jsonl", [vqa_pair("a.png")])
+    first, again = load_preference_dataset(path)._fingerprint, load_preference_dataset(path)._fingerprint
+    picture("blue").save(tmp_path / "a.png")  # the same path, other pixels
+    os.utime(tmp_path / "a.png", ns=(1, 1))
+    assert again == first != load_preference_dataset(path)._fingerprint
+
+    text = [{"prompt": [USER], "chosen": [GOOD], "rejected": [BAD]}]
+    ds = load_preference_dataset(write(tmp_path / "text.jsonl", text))
+    rows = [{"prompt": [USER], "completions": [[GOOD], [BAD]]}]
+    assert ds._fingerprint == Dataset.from_list(rows, info=DatasetInfo(description=ds.info.description))._fingerprint
