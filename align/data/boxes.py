@@ -34,6 +34,7 @@ __all__ = [
     "ANSWER_PROMPT",
     "BOX_PROMPT",
     "FALLBACK_BOX",
+    "box_question",
     "box_to_pixels",
     "crop_image",
     "crop_region",
@@ -139,3 +140,17 @@ def crop_image(
         image.crop(tuple(int(v) for v in region)).save(tmp)
         os.replace(tmp, path)
     return str(path), region
+
+
+def box_question(prompt: str | list[dict]) -> str:
+    """The question a turn-1 prompt asks: its first user message's text (text parts joined), without
+    :data:`BOX_PROMPT` at its end."""
+    if isinstance(prompt, str):
+        text = prompt
+    else:
+        user = next((m for m in prompt if m.get("role") == "user"), None)
+        content = user.get("content", "") if user else ""
+        text = content if isinstance(content, str) else "".join(
+            part.get("text") or "" for part in content if part.get("type") == "text"
+        )
+    return text.removesuffix(BOX_PROMPT)

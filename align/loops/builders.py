@@ -300,7 +300,7 @@ def uvcot_pairs(
         raise ValueError(f"min_gap must be > 0 (a pair needs a preference), got {min_gap}")
     if pairs_per_question is not None and pairs_per_question < 1:
         raise ValueError(f"pairs_per_question must be >= 1 (or null: every pair), got {pairs_per_question}")
-    from align.data.boxes import uvcot_completion
+    from align.data.boxes import box_question, uvcot_completion
 
     pairs, candidates, without = [], 0, 0
     for item in judged:
@@ -321,11 +321,7 @@ def uvcot_pairs(
 
     rows = []
     for item, s, w, l in pairs:
-        question = item.get("question")
-        if question is None:  # prompt rows without the field: the question as the loop sampled it
-            from align.loops.uvcot import question_of
-
-            question = question_of(item)
+        question = item.get("question") or box_question(item["prompt"])
         crops = item["crops"]
         rows.append({
             "prompt": _messages(item["prompt"]),

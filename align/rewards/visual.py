@@ -32,11 +32,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from align.data.boxes import box_question
 from align.rewards.base import Prompt, RewardError
 from align.rewards.openai_judge import JudgeFailure, OpenAIJudge
 from align.rewards.registry import register_reward
 
-__all__ = ["DIRECT_CHECK", "OpenAIVisionJudge", "VisualAnswerChecker", "prompt_question"]
+__all__ = ["DIRECT_CHECK", "OpenAIVisionJudge", "VisualAnswerChecker"]
 
 # omnilmm/omnilmm_direct.py, change_question: the parts are joined with no separator.
 DIRECT_CHECK = "Question:{question}Answer:{answer}Is the answer right? Please answer yes or no."
@@ -63,23 +64,6 @@ class VisualAnswerChecker:
                                   index=i, prompt=prompt)  # fmt: skip
             out.append(self._check(completion, reference))
         return out
-
-
-def prompt_question(prompt: Prompt) -> str:
-    """The question a UV-CoT prompt asks: its first user message's text (text parts joined), without
-    the box request at its end."""
-    from align.data.boxes import BOX_PROMPT
-
-    if isinstance(prompt, str):
-        text = prompt
-    else:
-        user = next((m for m in prompt if m.get("role") == "user"), None)
-        content = user.get("content", "") if user else ""
-        if isinstance(content, str):
-            text = content
-        else:
-            text = "".join(part.get("text", "") for part in content if part.get("type") == "text")
-    return text.removesuffix(BOX_PROMPT)
 
 
 def _png_data_url(value: Any) -> str:
@@ -164,7 +148,7 @@ class OpenAIVisionJudge:
                 "the prompt carries no image: its image parts need their values "
                 "({'type': 'image', 'image': path}, as align.data.images.fill_images makes them)"
             )
-        text = self.template.format(question=prompt_question(prompt), answer=completion)
+        text = self.template.format(question=box_question(prompt), answer=completion)
         image = {"type": "image_url", "image_url": {"url": _png_data_url(images[0])}}
         return {
             "model": self.model,

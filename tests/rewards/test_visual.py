@@ -14,7 +14,7 @@ from PIL import Image
 from align.data.boxes import BOX_PROMPT
 from align.data.images import fill_images
 from align.rewards import OpenAIVisionJudge, RewardError, checked_scores, checked_verdicts, load_reward
-from align.rewards.visual import prompt_question
+from align.data.boxes import box_question
 from tests.rewards.test_openai_judge import KEY, Handler
 from tests.rewards.test_openai_judge import server as judge_server  # noqa: F401 (a fixture)
 
@@ -112,10 +112,10 @@ def test_scores_from_the_original_image_and_the_request(server, make_judge, tmp_
     assert any(r["body"] == body for r in server.requests)
 
 
-def test_prompt_question():
-    assert prompt_question(prompt_with(png_bytes((255, 0, 0)))) == QUESTION
-    assert prompt_question(QUESTION + BOX_PROMPT) == QUESTION
-    assert prompt_question([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why?"}]) == "Why?"
+def test_box_question():
+    assert box_question(prompt_with(png_bytes((255, 0, 0)))) == QUESTION
+    assert box_question(QUESTION + BOX_PROMPT) == QUESTION
+    assert box_question([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why?"}]) == "Why?"
 
 
 @pytest.mark.parametrize("right, wrong", [("**YES**", "no."), ("Yes, it is right.", "No"), (" yes", "\nNO!")])
