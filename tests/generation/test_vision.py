@@ -207,3 +207,50 @@ def test_loaded_through_align_models_in_training_mode_and_with_lora(llava, image
     assert greedy(loaded, loaded_processor, prompts) == expected and loaded.training
     peft_model = get_peft_model(loaded, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
     assert greedy(peft_model, loaded_processor, prompts) == expected and peft_model.training
+
+
+@pytest.fixture(scope="module")
+def llava_dir(tmp_path_factory):
+    from tests.tiny import build_tiny_llava_dir
+
+    return build_tiny_llava_dir(tmp_path_factory.mktemp("tiny-llava"))
+
+
+def launch_vision(model_dir, image_dir, tmp_path, launch_args) -> dict:
+    """Run dist_generate_vision.py under accelerate (one thread per process, its own port)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.generation.test_distributed import ROOT, free_port
+
+    tmp_path.mkdir()
+    out = tmp_path / "samples.json"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch_args, "--mixed_precision", "no",
+           "--main_process_port", str(free_port()), str(ROOT / "tests" / "generation" / "dist_generate_vision.py"),
+           str(model_dir), str(image_dir), str(out)]  # fmt: skip
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_images(llava_dir, image_paths, tmp_path):
+    """Image prompts sampled by 2 processes (DDP, and ZeRO-3 with partitioned parameters) equal 1
+    process, full and resumed, on every process."""
+    from pathlib import Path
+
+    from tests.generation.test_distributed import LAUNCHES
+
+    image_dir = Path(image_paths[0]).parent
+    single = launch_vision(llava_dir, image_dir, tmp_path / "one", ["--num_processes", "1", "--dynamo_backend", "no"])
+    [reference] = single["ranks"]
+    assert reference["resumed"] == reference["full"] and len(reference["full"]) == 5
+    for name, args in LAUNCHES.items():
+        run = launch_vision(llava_dir, image_dir, tmp_path / name, args)
+        assert run["world_size"] == 2
+        for view in run["ranks"]:
+            assert view["full"] == view["resumed"] == reference["full"], (name, view["rank"])
+            assert view["partitioned"] == (name == "zero3")
