@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout without `pip in
 import torch
 
 from align.callbacks import drift_metrics, gradient_cosine, measure_pairs, plot_drift
-from align.data import ASSISTANT_MASKS, json_safe, load_preference_dataset, prepare_preference_dataset, write_text_atomic
+from align.data import carried, json_safe, load_preference_dataset, prepare_preference_dataset, write_text_atomic
 from align.models import (
     BUILTIN_PREFIX,
     checkpoint_kind,
@@ -87,8 +87,8 @@ def _probe_rows(probes, tokenizer, max_length: int | None) -> list[dict]:
 
 
 def _pair_fields(row: dict) -> dict:
-    """What a measurement reads of a tokenized pair: its ids, and its assistant masks if it has them."""
-    return {k: row[k] for k in ("prompt_ids", "completion_ids", ASSISTANT_MASKS) if row.get(k) is not None}
+    """What a measurement reads of a tokenized pair: its ids, and its assistant masks and images if it has them."""
+    return {"prompt_ids": row["prompt_ids"], "completion_ids": row["completion_ids"], **carried(row)}
 
 
 def drift_over_checkpoints(

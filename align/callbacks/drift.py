@@ -13,7 +13,7 @@ from transformers import TrainerCallback
 
 from align.callbacks.measure import PairMeasurement, drift_metrics, gradient_cosine, measure_pairs
 from align.callbacks.plot import plot_drift
-from align.data import ASSISTANT_MASKS, PER_COMPLETION_FIELDS, DataValidationError, dataset_kind, write_jsonl, write_text_atomic
+from align.data import CARRIED_COLUMNS, PER_COMPLETION_FIELDS, DataValidationError, carried, dataset_kind, write_jsonl, write_text_atomic
 from align.trainers.base import tokenize_for_training
 from align.trainers.implicit_prm import labelled_pairs
 
@@ -323,15 +323,16 @@ def list_probe_pairs(dataset: Dataset) -> tuple[Dataset, list[int]]:
     all equal (max v = min v) prefers nothing and gives no pair; nor does one whose best and worst
     completions are the same tokens (a repeated sample judged twice). Returns the pairs in the
     layout the measurements read (``prompt_ids``, ``completion_ids`` = [chosen, rejected], and
-    each per-completion field of the two, ``assistant_masks`` included) with, for each pair, the index of its row. A dataset
+    each per-completion field of the two, ``assistant_masks`` and images included) with, for each pair, the index of its row. A dataset
     without ``returns`` or ``scores`` gives no pair.
     """
     values = _list_values(dataset)
-    extra = [f for f in (*PER_COMPLETION_FIELDS, ASSISTANT_MASKS) if f in dataset.column_names]
-    out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], **{f: [] for f in extra}}
+    extra = [f for f in PER_COMPLETION_FIELDS if f in dataset.column_names]
+    carry = [f for f in CARRIED_COLUMNS if f in dataset.column_names]
+    out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], **{f: [] for f in (*extra, *carry)}}
     rows: list[int] = []
     if values is not None:
-        columns = {f: dataset[f] for f in ("prompt_ids", "completion_ids", *extra)}
+        columns = {f: dataset[f] for f in ("prompt_ids", "completion_ids", *extra, *carry)}
         for i, (prompt, completions) in enumerate(zip(columns["prompt_ids"], columns["completion_ids"])):
             v = columns[values][i]
             best, worst = v.index(max(v)), len(v) - 1 - v[::-1].index(min(v))
@@ -341,6 +342,8 @@ def list_probe_pairs(dataset: Dataset) -> tuple[Dataset, list[int]]:
             out["completion_ids"].append([completions[best], completions[worst]])
             for f in extra:
                 out[f].append([columns[f][i][best], columns[f][i][worst]])
+            for f, value in carried({f: columns[f][i] for f in carry}, [best, worst]).items():
+                out[f].append(value)
             rows.append(i)
     return Dataset.from_dict(out), rows
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from align.data import ASSISTANT_MASKS, PreferenceCollator
+from align.data import PreferenceCollator, carried
 from align.logps import completion_logps, packed_completion_index  # the training forward and its index
 
 __all__ = [
@@ -81,7 +81,7 @@ def _pair_rows(rows) -> list[dict]:
     for i, row in enumerate(rows):
         if len(row["completion_ids"]) != 2:
             raise ValueError(f"probe row {i}: a probe needs exactly 2 completions (chosen, rejected), got {len(row['completion_ids'])}")
-        out.append({k: row[k] for k in ("prompt_ids", "completion_ids", ASSISTANT_MASKS) if row.get(k) is not None})
+        out.append({"prompt_ids": row["prompt_ids"], "completion_ids": row["completion_ids"], **carried(row)})
     return out
 
 
@@ -171,9 +171,9 @@ def gradient_cosine(
     try:
         for row in _pair_rows(rows):
             grads = []
-            masks = row.get(ASSISTANT_MASKS) or [None, None]  # None: every completion token is trained
-            for completion, mask in zip(row["completion_ids"], masks):
-                batch = collator([{"prompt_ids": row["prompt_ids"], "completion_ids": [completion], ASSISTANT_MASKS: [mask]}])
+            for k, completion in enumerate(row["completion_ids"]):  # without masks every completion token is trained
+                single = {"prompt_ids": row["prompt_ids"], "completion_ids": [completion], **carried(row, [k])}
+                batch = collator([single])
                 batch = {k: v.to(device) for k, v in batch.items()}
                 with autocast():
                     logp = completion_logps(model, batch)["logps_sum"].sum()

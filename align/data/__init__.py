@@ -1,8 +1,8 @@
 """Preference data: load and validate, normalise to one form, tokenize, collate.
 
 Flow: :func:`load_preference_dataset` (file / folder / ``datasets.Dataset`` / hub id → validated
-internal rows) → :func:`tokenize_dataset` (→ ``prompt_ids`` + K ``completion_ids``; the prompt by
-:func:`prompt_ids`, the renderer sampling uses too) →
+internal rows; images: :mod:`align.data.images`) → :func:`tokenize_dataset` (→ ``prompt_ids`` + K
+``completion_ids``; the prompt by :func:`prompt_ids`, the renderer sampling uses too) →
 :class:`PreferenceCollator` (→ one padded or packed batch of every completion).
 :func:`prepare_preference_dataset` does the first two in one call, checking the objective's kind
 and fields. Schemas and error messages: :mod:`align.data.formats`.
@@ -10,6 +10,7 @@ and fields. Schemas and error messages: :mod:`align.data.formats`.
 
 from align.data.collator import PreferenceCollator
 from align.data.formats import (
+    IMAGE_COLUMNS,
     KINDS,
     PER_COMPLETION_FIELDS,
     PER_EXAMPLE_FIELDS,
@@ -35,11 +36,13 @@ from align.data.safety import (
 )
 from align.data.split import split_held_out
 from align.data.tasks import arithmetic_problems, builtin_arithmetic, load_prompt_dataset
-from align.data.tokenize import ASSISTANT_MASKS, tokenize_dataset, tokenize_row
+from align.data.tokenize import ASSISTANT_MASKS, CARRIED_COLUMNS, carried, tokenize_dataset, tokenize_row
 from align.io import json_safe, write_jsonl, write_text_atomic
 
 __all__ = [
     "ASSISTANT_MASKS",
+    "CARRIED_COLUMNS",
+    "IMAGE_COLUMNS",
     "KINDS",
     "PER_COMPLETION_FIELDS",
     "PER_EXAMPLE_FIELDS",
@@ -51,6 +54,7 @@ __all__ = [
     "builtin_multistep",
     "builtin_safety",
     "builtin_safety_prompts",
+    "carried",
     "chat_ids",
     "check_chat_template",
     "check_kind",

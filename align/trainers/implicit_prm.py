@@ -11,7 +11,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from align.data import ASSISTANT_MASKS, PER_COMPLETION_FIELDS, DataValidationError, dataset_kind
+from align.data import CARRIED_COLUMNS, PER_COMPLETION_FIELDS, DataValidationError, dataset_kind
 from align.io import atomic_write_json
 from align.objectives import GroupShape, ImplicitPRMCE, ImplicitPRMDPO
 from align.trainers.base import PreferenceConfig, PreferenceTrainer, _is_peft, objective_fields, tokenize_for_training
@@ -146,11 +146,12 @@ def labelled_pairs(
     completions) or sit in one row. For each prompt, in order of first appearance: every distinct
     correct × distinct incorrect completion, correct-major in row order (``pairs_per_prompt``
     keeps the first that many), as rows ``prompt_ids`` + ``completion_ids`` = [correct, incorrect]
-    (+ the other per-completion fields of both, ``assistant_masks`` included). A completion labelled both ways is never paired
+    (+ the other per-completion fields of both, ``assistant_masks`` and completion images included; the prompt's
+    ``images`` from the correct completion's row). A completion labelled both ways is never paired
     with itself. Stats: ``prompts``, ``pairs``, ``all_correct`` and ``all_wrong`` (prompts without
     a pair). A label other than 0 or 1 raises :class:`DataValidationError` naming the row.
     """
-    extra = [f for f in (*PER_COMPLETION_FIELDS, ASSISTANT_MASKS) if f != "labels" and f in dataset.column_names]
+    extra = [f for f in (*PER_COMPLETION_FIELDS, *CARRIED_COLUMNS) if f != "labels" and f in dataset.column_names]
     columns = {f: dataset[f] for f in ("prompt_ids", "completion_ids", "labels", *extra)}
     groups: dict[tuple[int, ...], tuple[dict, dict]] = {}  # prompt → ({completion: (row, k)} correct, incorrect)
     rows = zip(columns["prompt_ids"], columns["completion_ids"], columns["labels"])
@@ -173,7 +174,7 @@ def labelled_pairs(
             out["prompt_ids"].append(list(prompt))
             out["completion_ids"].append([list(c), list(r)])
             for f in extra:
-                out[f].append([columns[f][i][k], columns[f][j][m]])
+                out[f].append(columns[f][i] if f == "images" else [columns[f][i][k], columns[f][j][m]])
     stats["pairs"] = len(out["prompt_ids"])
     return Dataset.from_dict(out), stats
 

@@ -1,13 +1,15 @@
 """Tokenization splits prompt and completion exactly, ends plain completions with eos, and truncates loudly."""
 
+import json
 import logging
+import os
 
 import pytest
 from datasets import Dataset
 from trl.data_utils import apply_chat_template
 
-from align.data import DataValidationError, load_preference_dataset, tokenize_dataset
-from tests.tiny import build_tokenizer
+from align.data import DataValidationError, carried, load_preference_dataset, tokenize_dataset, tokenize_row
+from tests.tiny import build_tiny_llava, build_tokenizer
 
 USER = {"role": "user", "content": "Natalia sold clips to 48 of her friends in April. How many in May?"}
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
@@ -141,3 +143,126 @@ def test_standard_prompt_is_rendered_as_for_sampling():
         chosen, rejected = row["completion_ids"]
         assert chosen == tokenizer("The answer is 72.", add_special_tokens=False)["input_ids"] + [eos]
         assert rejected.count(eos) == 1 and rejected[-1] == eos
+
+
+# Rows with images, tokenized by the tiny LLaVA processor (16 <image> tokens per image).
+TOKENS_PER_IMAGE = 16
+VQA = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which clips?"}]}]
+
+
+def crop_turn(box: str, text: str = "Please answer the question based on the original image and local detail image."):
+    return [
+        {"role": "assistant", "content": box}, {"role": "user", "content": text}, {"role": "assistant", "content": "72"}
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return build_tiny_llava()[1]
+
+
+@pytest.fixture
+def vqa_file(tmp_path):
+    from PIL import Image
+
+    for i, colour in enumerate(("red", "green", "blue")):
+        Image.new("RGB", (20, 16), colour).save(tmp_path / f"{i}.png")
+    row = {"prompt": VQA, "images": ["0.png"], "chosen": crop_turn("[0.1, 0.1, 0.5, 0.5]"), "chosen_images": ["1.png"],
+           "rejected": crop_turn("[0.5, 0.5, 0.9, 0.9]"), "rejected_images": ["2.png"]}  # fmt: skip
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps({**row, "chosen_images": ["2.png"]}) + "\n")
+    return path
+
+
+def test_images_are_expanded_carried_and_never_trained(processor, vqa_file):
+    image_id = processor.image_token_id
+    tokenized, stats = tokenize_dataset(load_preference_dataset(vqa_file), processor, max_length=None)
+    assert stats["rows_out"] == 2
+    assert tokenized.column_names == ["images", "completion_images", "prompt_ids", "completion_ids", "assistant_masks"]
+    row = tokenized[0]
+    assert row["prompt_ids"].count(image_id) == TOKENS_PER_IMAGE
+    assert [ref["path"].rsplit("/", 1)[1] for refs in row["completion_images"] for ref in refs] == ["1.png", "2.png"]
+    decode = processor.tokenizer.decode
+    for ids, mask in zip(row["completion_ids"], row["assistant_masks"]):
+        assert ids.count(image_id) == TOKENS_PER_IMAGE
+        assert all(m == 0 for m, t in zip(mask, ids) if t == image_id)
+        trained = decode([t for m, t in zip(mask, ids) if m])
+        assert trained.endswith("<|im_end|>\n72<|im_end|>\n") and "<image>" not in trained
+        # the prompt is a prefix of the whole conversation rendered at once
+    row0 = load_preference_dataset(vqa_file)[0]
+    assert tokenize_row(row0, processor)[0] == row["prompt_ids"]
+
+
+def test_text_rows_tokenize_alike_with_the_processor_and_its_tokenizer(processor):
+    ds = conversational(2)
+    with_processor, _ = tokenize_dataset(ds, processor, max_length=None)
+    with_tokenizer, _ = tokenize_dataset(ds, processor.tokenizer, max_length=None)
+    assert with_processor.to_list() == with_tokenizer.to_list()
+
+
+@pytest.mark.parametrize("overlong", ["drop", "error"])
+def test_truncation_that_would_cut_an_image_makes_the_row_overlong(processor, vqa_file, overlong, caplog):
+    ds = load_preference_dataset(vqa_file)
+    prompt, completions = tokenize_row(ds[0], processor)
+    prompt_len, first_crop = len(prompt), completions[0].index(processor.image_token_id)
+    last_prompt_image = prompt_len - prompt[::-1].index(processor.image_token_id)  # one past its last token
+    cases = {  # max_length, max_prompt_length: inside the crop's run, just before it, inside the prompt image's run
+        "completion": (prompt_len + first_crop + 3, None),
+        "before": (prompt_len + first_crop, None),
+        "prompt": (None, prompt_len - last_prompt_image + 3),
+    }
+    kept, _ = tokenize_dataset(ds, processor, max_length=10_000, max_prompt_length=prompt_len - last_prompt_image + 16)
+    assert len(kept) == 2 and kept[0]["prompt_ids"] == prompt[last_prompt_image - 16 :]  # cut before the image: kept
+    fits, _ = tokenize_dataset(ds, processor, max_length=prompt_len + first_crop + TOKENS_PER_IMAGE + 2)
+    assert len(fits) == 2  # the crop's run fits whole: the completion is cut after it
+    for max_length, max_prompt_length in cases.values():
+        kwargs = dict(max_length=max_length or 10_000, max_prompt_length=max_prompt_length, overlong=overlong)
+        if overlong == "error":
+            with pytest.raises(DataValidationError, match=r"2 of 2 rows would lose image tokens to truncation .*"
+                                                          r"\(rows \[0, 1\]\); raise max_length"):  # fmt: skip
+                tokenize_dataset(ds, processor, name=str(vqa_file), **kwargs)
+        else:
+            with caplog.at_level(logging.WARNING):
+                tokenized, stats = tokenize_dataset(ds, processor, **kwargs)
+            assert len(tokenized) == 0 and stats["rows_dropped"] == 2
+            assert "would lose image tokens to truncation" in caplog.text
+
+
+def test_literal_image_tokens_in_text_are_refused(processor, vqa_file):
+    ds = load_preference_dataset(vqa_file).to_list()
+    ds[1]["completions"][1][1]["content"][1]["text"] = "look at <image> again"
+    expected = r"^train: row 1: field 'completions\[1\]': message 1: the text holds the processor's image token '<image>'"
+    with pytest.raises(DataValidationError, match=expected + ", which would expand into image features"):
+        tokenize_dataset(Dataset.from_list(ds), processor, max_length=None, name="train")
+
+
+def test_image_rows_need_a_processor(processor, vqa_file):
+    with pytest.raises(DataValidationError, match=r"^x: row 0: field 'images': the row has images but the processing "
+                                                  "class is a tokenizer"):  # fmt: skip
+        tokenize_dataset(load_preference_dataset(vqa_file), processor.tokenizer, max_length=None, name="x")
+
+
+def test_tokenized_fingerprint_follows_a_rewritten_crop(processor, vqa_file):
+    from PIL import Image
+
+    first, _ = tokenize_dataset(load_preference_dataset(vqa_file), processor, max_length=None)
+    Image.new("RGB", (20, 16), "white").save(vqa_file.parent / "2.png")
+    os.utime(vqa_file.parent / "2.png", ns=(1, 1))
+    again, _ = tokenize_dataset(load_preference_dataset(vqa_file), processor, max_length=None)
+    assert first._fingerprint != again._fingerprint
+
+
+def test_carried_columns_follow_their_completions_when_rows_are_regrouped():
+    """Drift probes pick (best, worst) of a list row: masks and crops go with their completions, the prompt's
+    images stay whole."""
+    from align.callbacks.drift import list_probe_pairs
+
+    a, b, c = ({"bytes": None, "path": f"/{n}.png"} for n in "abc")
+    row = {"prompt_ids": [1, 2], "completion_ids": [[3], [4], [5]], "returns": [0.0, 1.0, -1.0],
+           "assistant_masks": [[1], [1], [0]], "images": [a], "completion_images": [[b], [], [c]]}  # fmt: skip
+    assert carried(row, [1, 2]) == {"assistant_masks": [[1], [0]], "images": [a], "completion_images": [[], [c]]}
+    assert carried({"prompt_ids": [1], "assistant_masks": None}) == {}
+    pairs, rows = list_probe_pairs(Dataset.from_list([row]))
+    assert rows == [0]
+    assert pairs[0]["completion_ids"] == [[4], [5]] and pairs[0]["completion_images"] == [[], [c]]
+    assert pairs[0]["images"] == [a] and pairs[0]["assistant_masks"] == [[1], [0]]
