@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from align.data.formats import PER_COMPLETION_FIELDS, PER_EXAMPLE_FIELDS
+from align.data.images import image_token_ids, vision_inputs
 
 __all__ = ["PreferenceCollator"]
 
@@ -46,6 +48,13 @@ class PreferenceCollator:
     - no ``attention_mask``: with ``attention_mask=None`` and ``position_ids`` given, transformers
       builds the block-diagonal causal mask from the position restarts (flash-attention and SDPA).
 
+    Rows with images (``images``, ``completion_images``; a ``processor`` is then required): sequence (b, k)
+    shows ``images_b + completion_images_bk`` in placeholder order, and ``vision`` holds the model's image
+    inputs for the N sequences in (b, k) order (:func:`align.data.images.vision_inputs`, e.g. LLaVA's
+    ``pixel_values`` (N_img, 3, H, W)), the same for both layouts, since models fill image features into
+    image tokens in row-major order. No image in the batch: no ``vision`` key. An image token marked as
+    trained is an error.
+
     Log-probs of completion tokens come from the logits one position earlier
     (``logits[:, :-1]`` against ``input_ids[:, 1:]`` where ``completion_mask[:, 1:]``). Every
     sequence starts with a prompt token, so in the packed layout no counted target ever sits
@@ -54,6 +63,7 @@ class PreferenceCollator:
 
     pad_token_id: int
     padding_free: bool = False
+    processor: Any = None
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         if not rows:
@@ -62,11 +72,14 @@ class PreferenceCollator:
         group_mask = torch.zeros(batch_size, k_max, dtype=torch.bool)
         counts = torch.zeros(batch_size, k_max, dtype=torch.long)
         sequences, targets = [], []  # targets: per sequence, 0/1 per token (1 = trained completion token)
+        images = []  # per sequence, its image values in placeholder order
+        image_ids = set(image_token_ids(self.processor))
         for b, row in enumerate(rows):
             prompt = list(row["prompt_ids"])
             if not prompt or not row["completion_ids"]:
                 raise ValueError(f"batch row {b}: needs non-empty prompt_ids and at least one completion")
             masks = row.get("assistant_masks") or [None] * len(row["completion_ids"])
+            completion_images = row.get("completion_images") or [[] for _ in row["completion_ids"]]
             for k, (completion, mask) in enumerate(zip(row["completion_ids"], masks, strict=True)):
                 if not completion:
                     raise ValueError(f"batch row {b}: completion {k} has no tokens")
@@ -76,9 +89,15 @@ class PreferenceCollator:
                         f"batch row {b}: completion {k}: assistant_masks needs one value per token and at least one 1; "
                         f"got {len(mask)} values (sum {sum(mask)}) for {len(completion)} tokens"
                     )
+                if any(m and t in image_ids for m, t in zip(mask, completion)):
+                    raise ValueError(f"batch row {b}: completion {k}: image placeholder tokens are marked as trained")
                 group_mask[b, k], counts[b, k] = True, sum(mask)
                 sequences.append(prompt + list(completion))
                 targets.append([0] * len(prompt) + mask)
+                images.append(list(row.get("images") or []) + list(completion_images[k] or []))
+        if any(images) and self.processor is None:
+            b = next(b for b, row in enumerate(rows) if row.get("images") or any(row.get("completion_images") or []))
+            raise ValueError(f"batch row {b} has images but the collator has no processor to make model inputs of them")
 
         out = {"group_mask": group_mask, "completion_token_counts": counts}
         for name in PER_COMPLETION_FIELDS:
@@ -112,4 +131,6 @@ class PreferenceCollator:
                 attention_mask[i, : len(seq)] = 1
                 completion_mask[i, : len(seq)] = torch.tensor(target, dtype=torch.long)
             out.update(input_ids=input_ids, attention_mask=attention_mask, completion_mask=completion_mask)
+        if any(images):
+            out["vision"] = vision_inputs(self.processor, images, out["input_ids"])
         return out

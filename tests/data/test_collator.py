@@ -163,3 +163,88 @@ def test_packed_and_padded_log_probs_match_on_a_real_model(tiny_tokenizer):
         padded32 = completion_logps_sum(model, PreferenceCollator(tiny_tokenizer.pad_token_id)(rows))
         packed32 = completion_logps_sum(model, PreferenceCollator(tiny_tokenizer.pad_token_id, padding_free=True)(rows))
     torch.testing.assert_close(packed32, padded32, atol=0, rtol=1e-6)
+
+
+# Rows with images, collated with the tiny LLaVA processor (16 <image> tokens per image).
+VQA = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which clips?"}]}]
+CROP = {"role": "user", "content": "Please answer the question based on the original image and local detail image."}
+
+
+@pytest.fixture(scope="module")
+def llava():
+    from tests.tiny import build_tiny_llava
+
+    return build_tiny_llava()
+
+
+@pytest.fixture(scope="module")
+def vision_rows(llava, tmp_path_factory):
+    """Two list rows, K = 2 and 3: row b's prompt shows image b, completion (b, k) the crop (b, k) (none for (1, 2))."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("images")
+    colours = iter(["red", "green", "blue", "white", "black", "yellow", "purple"])
+    rows = []
+    for b, k in enumerate((2, 3)):
+        names = [f"{b}_{j}.png" for j in range(k + 1)]
+        for name in names:
+            Image.new("RGB", (24, 20), next(colours)).save(folder / name)
+        completions = [[{"role": "assistant", "content": f"box {j}"}, CROP, {"role": "assistant", "content": "72"}]
+                       for j in range(k)]  # fmt: skip
+        crops = [[str(folder / name)] for name in names[1:]]
+        if k == 3:
+            completions[2], crops[2] = [{"role": "assistant", "content": "no box"}], []
+        rows.append({"prompt": VQA, "images": [str(folder / names[0])], "completions": completions,
+                     "completion_images": crops})  # fmt: skip
+    tokenized, _ = tokenize_dataset(load_preference_dataset(Dataset.from_list(rows)), llava[1], max_length=None)
+    return tokenized.to_list()
+
+
+def test_images_reach_their_sequences_in_both_layouts(llava, vision_rows):
+    from align.data.images import load_image
+
+    model, processor = llava
+    padded = PreferenceCollator(PAD, processor=processor)(vision_rows)
+    packed = PreferenceCollator(PAD, padding_free=True, processor=processor)(vision_rows)
+    # (b, k) order: each sequence shows its prompt's image, then its crop
+    order = [
+        [row["images"][0], *refs] for row in vision_rows for refs in row["completion_images"]
+    ]
+    expected = torch.cat([processor.image_processor(images=[load_image(r) for r in refs], return_tensors="pt")
+                          ["pixel_values"] for refs in order])  # fmt: skip
+    assert expected.shape[0] == 9
+    for out in (padded, packed):
+        assert set(out["vision"]) == {"pixel_values"}
+        torch.testing.assert_close(out["vision"]["pixel_values"], expected, rtol=0, atol=0)
+    image_id = processor.image_token_id
+    per_sequence = (padded["input_ids"] == image_id).sum(dim=1).tolist()
+    assert per_sequence == [16 * len(refs) for refs in order]
+    packed_ids = packed["input_ids"][0].split(packed["seq_lens"].tolist())
+    assert [int((ids == image_id).sum()) for ids in packed_ids] == per_sequence
+    assert not (padded["completion_mask"].bool() & (padded["input_ids"] == image_id)).any()
+    # the model finds one image's features per run of image tokens
+    with torch.no_grad():
+        out = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"], **padded["vision"])
+    assert out.logits.shape[:2] == padded["input_ids"].shape
+
+
+def test_batches_without_images_have_no_vision_inputs(llava, vision_rows):
+    processor = llava[1]
+    text_only = [{"prompt_ids": row["prompt_ids"], "completion_ids": row["completion_ids"][2:],
+                  "assistant_masks": row["assistant_masks"][2:]} for row in vision_rows[1:]]  # fmt: skip
+    with_images = [{**row, "images": [], "completion_images": [[]]} for row in text_only]
+    for rows in (text_only, with_images):
+        out = PreferenceCollator(PAD, processor=processor)(rows)
+        assert "vision" not in out
+        assert out.keys() == PreferenceCollator(PAD)(text_only).keys()
+
+
+def test_an_image_token_marked_as_trained_is_refused(llava, vision_rows):
+    bad = [dict(row) for row in vision_rows]
+    mask = list(bad[1]["assistant_masks"][1])
+    mask[bad[1]["completion_ids"][1].index(llava[1].image_token_id)] = 1
+    bad[1]["assistant_masks"] = [bad[1]["assistant_masks"][0], mask, bad[1]["assistant_masks"][2]]
+    with pytest.raises(ValueError, match=r"^batch row 1: completion 1: image placeholder tokens are marked as trained"):
+        PreferenceCollator(PAD, processor=llava[1])(bad)
+    with pytest.raises(ValueError, match=r"^batch row 0 has images but the collator has no processor to make model"):
+        PreferenceCollator(PAD)(vision_rows)
