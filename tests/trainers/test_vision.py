@@ -261,3 +261,24 @@ def test_models_that_cannot_pack_train_padded_with_one_warning(tmp_path, caplog)
     trainer = UVCoTTrainer(build_tiny_llava(seed=0)[0], config(tmp_path), None, None, processor)
     assert trainer.padding_free and trainer.model.config.text_config._attn_implementation == VARLEN_SDPA
     assert not [r for r in caplog.records if "padded rows" in r.getMessage()]
+
+
+def test_gradient_accumulation_invariance_with_images(tmp_path):
+    """One optimizer step on 4 image pairs: batch 4 × 1 step equals batch 1 × 4 accumulation steps,
+    the vision tower's weights included (each micro-batch carries only its own rows' images)."""
+    data = uvcot_pairs(tmp_path / "data")
+    results = []
+    for batch_size, accumulation in ((4, 1), (1, 4)):
+        model, processor = build_tiny_llava(seed=0)
+        args = config(
+            tmp_path, max_steps=1, per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation,
+            optim="sgd", learning_rate=0.5, lr_scheduler_type="constant", max_grad_norm=1e9,
+        )  # fmt: skip
+        trainer = UVCoTTrainer(model, args, data, None, processor)
+        trainer.train()
+        results.append({n: p.detach().clone() for n, p in trainer.model.named_parameters()})
+    initial = build_tiny_llava(seed=0)[0].state_dict()
+    tower = [n for n in results[0] if n.startswith("model.vision_tower")]
+    assert max((results[0][n] - initial[n]).abs().max().item() for n in tower) > 1e-4
+    for name in results[0]:
+        torch.testing.assert_close(results[0][name], results[1][name], rtol=0, atol=1e-6, msg=name)
