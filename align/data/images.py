@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
+    "fill_images",
     "image_token_ids",
     "is_processor",
-    "fill_images",
     "load_image",
     "message_images",
     "text_tokenizer",
@@ -53,13 +53,17 @@ def image_token_ids(processing_class: Any) -> list[int]:
 
 
 def load_image(value: Any):
-    """``value`` (any image value, module docstring) as an RGB ``PIL.Image.Image``, fully read."""
+    """``value`` (any image value, module docstring) as an RGB ``PIL.Image.Image``, fully read.
+
+    The last step is transformers' ``load_image`` (EXIF orientation applied, then RGB), what a processor's
+    ``apply_chat_template`` does to a path: rendering and :func:`vision_inputs` see the same pixels and size."""
     from PIL import Image
+    from transformers.image_utils import load_image as hf_load_image
 
     if isinstance(value, Mapping):
         value = value.get("bytes") if value.get("bytes") is not None else value.get("path")
     if isinstance(value, Image.Image):
-        return value.convert("RGB")
+        return hf_load_image(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         value = io.BytesIO(bytes(value))
     elif not isinstance(value, (str, os.PathLike)):
@@ -67,7 +71,7 @@ def load_image(value: Any):
             f"an image must be a path, bytes, a PIL image or a {{'bytes', 'path'}} dict, got {type(value).__name__}"
         )
     with Image.open(value) as image:
-        return image.convert("RGB")
+        return hf_load_image(image)
 
 
 def _parts(message: Mapping) -> list:

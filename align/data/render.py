@@ -34,7 +34,7 @@ from collections.abc import Mapping
 import re
 from typing import Any
 
-from align.data.images import is_processor, text_tokenizer
+from align.data.images import is_processor, load_image, text_tokenizer
 
 __all__ = ["adds_bos", "assistant_mask", "chat_ids", "prompt_ids"]
 
@@ -70,11 +70,27 @@ def chat_ids(
     if not getattr(tokenizer, "chat_template", None):
         what = "processor" if is_processor(tokenizer) else "tokenizer"
         raise ValueError(f"{name} is a conversation but the {what} has no chat template")
+    if is_processor(tokenizer):
+        messages = _loaded(messages)
     # transformers 5 returns a BatchEncoding from apply_chat_template(tokenize=True); a processor a batch of one.
     encoded = tokenizer.apply_chat_template(
         messages, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=True
     )
     return list(encoded["input_ids"][0] if is_processor(tokenizer) else encoded["input_ids"])
+
+
+def _loaded(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Image parts holding bytes or ``{"bytes", "path"}`` dicts as PIL images, which the processor reads; other
+    values (PIL images, paths) go as they are: both are loaded the way :func:`load_image` loads them."""
+    from PIL import Image
+
+    def part(p: Any) -> Any:
+        value = p.get("image") if isinstance(p, Mapping) and p.get("type") == "image" else None
+        return p if value is None or isinstance(value, (Image.Image, str)) else {**p, "image": load_image(value)}
+
+    return [
+        {**m, "content": [part(p) for p in m["content"]]} if isinstance(m.get("content"), list) else m for m in messages
+    ]
 
 
 def adds_bos(tokenizer: Any) -> bool:

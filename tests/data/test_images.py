@@ -169,3 +169,27 @@ def test_a_processor_without_chat_template_is_named(processor):
             prompt_ids(processor, QUESTION)
     finally:
         processor.chat_template = template
+
+
+def test_image_values_of_every_form_render_alike(processor, tmp_path):
+    """A processor is handed PIL images for bytes and {bytes, path} values (it reads paths and PIL images only)."""
+    image = picture(3)
+    image.save(tmp_path / "a.png")
+    ids = {
+        kind: prompt_ids(processor, fill_images(QUESTION, [value]))
+        for kind, value in (("pil", image), ("path", str(tmp_path / "a.png")), ("bytes", png(image)),
+                            ("dict", {"bytes": None, "path": str(tmp_path / "a.png")}))
+    }  # fmt: skip
+    assert len(set(map(tuple, ids.values()))) == 1
+
+
+def test_exif_orientation_is_applied_as_transformers_does(tmp_path):
+    from transformers.image_utils import load_image as hf_load_image
+
+    image = picture(4, size=(40, 20))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotated 90° clockwise: the loaded image is 20 × 40
+    image.save(tmp_path / "r.jpg", exif=exif)
+    loaded = load_image(str(tmp_path / "r.jpg"))
+    assert loaded.size == (20, 40) == hf_load_image(str(tmp_path / "r.jpg")).size
+    assert load_image((tmp_path / "r.jpg").read_bytes()).size == (20, 40)
