@@ -248,7 +248,8 @@ def tokenize_dataset(
             if found
         )  # fmt: skip
         if overlong == "error":
-            raise DataValidationError(f"{what}; raise max_length, set max_prompt_length, or use overlong='drop'")
+            fixes = "raise max_length, set max_prompt_length," if no_room else "raise max_length"  # images are never cut
+            raise DataValidationError(f"{what}; {fixes} or use overlong='drop'")
         logger.warning("dropped rows: %s", what)
         keep = set(dropped)
         tokenized = tokenized.select([i for i in range(len(tokenized)) if i not in keep])

@@ -219,7 +219,7 @@ def test_truncation_that_would_cut_an_image_makes_the_row_overlong(processor, vq
         kwargs = dict(max_length=max_length or 10_000, max_prompt_length=max_prompt_length, overlong=overlong)
         if overlong == "error":
             with pytest.raises(DataValidationError, match=r"2 of 2 rows would lose image tokens to truncation .*"
-                                                          r"\(rows \[0, 1\]\); raise max_length"):  # fmt: skip
+                                                          r"\(rows \[0, 1\]\); raise max_length or use overlong='drop'$"):  # fmt: skip
                 tokenize_dataset(ds, processor, name=str(vqa_file), **kwargs)
         else:
             with caplog.at_level(logging.WARNING):
