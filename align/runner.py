@@ -20,7 +20,7 @@ from transformers.trainer_utils import IntervalStrategy
 from align.checkpoints import last_complete_checkpoint
 from align.data import check_chat_template, load_preference_dataset, split_held_out
 from align.loops.run import RunFolder, check_output_dir, run_config
-from align.models import check_model_source, get_peft_config, load_model, load_tokenizer
+from align.models import check_model_source, get_peft_config, load_model, load_processing_class
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def run_training(
     elif data_args.num_eval > 0:
         train, evaluation = split_held_out(train, data_args.num_eval, seed=training_args.seed, source=data_args.dataset)
     check_model_source(model_args.model_name_or_path)
-    tokenizer = load_tokenizer(model_args)
+    tokenizer = load_processing_class(model_args)  # a processor for a vision-language model
     for source, dataset in loaded.items():
         check_chat_template(dataset, tokenizer, name=source)
     train = trainer_cls.prepare_dataset(train, tokenizer, training_args, name="train")

@@ -84,17 +84,6 @@ def build_tiny_model_dir(path: Path, *, seed: int = 0, hidden_size: int = 64, nu
     return path
 
 
-# A chat template that renders TRL's multimodal content parts: {"type": "image"} -> the processor's
-# image token (expanded by the processor into one token per image patch), {"type": "text"} -> its text.
-VISION_CHATML_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>{% elif item['type'] == 'text' %}"
-    "{{ item['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
 def build_tiny_llava(*, seed: int = 0, image_size: int = 32, patch_size: int = 8, hidden_size: int = 32):
     """A seeded random LLaVA (tiny CLIP vision tower + projector + one-layer Llama) and its processor.
 
@@ -103,6 +92,8 @@ def build_tiny_llava(*, seed: int = 0, image_size: int = 32, patch_size: int = 8
     import torch
     from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration,
                               LlavaProcessor)  # fmt: skip
+
+    from align.models import VISION_CHATML_TEMPLATE  # renders content parts: image parts as <image>
 
     tokenizer = build_tokenizer()
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
