@@ -300,8 +300,11 @@ def packing_blocker(model) -> str | None:
 def _load_config(model_args: ModelConfig):
     from transformers import AutoConfig
 
+    path = _model_path(model_args)
+    if (Path(path) / ADAPTER_CONFIG).is_file() and not (Path(path) / "config.json").is_file():
+        path = resolve_model_path(_adapter_base(path, None))  # a LoRA adapter folder: its base model's config
     return AutoConfig.from_pretrained(
-        _model_path(model_args),
+        path,
         revision=model_args.model_revision,
         trust_remote_code=getattr(model_args, "trust_remote_code", False),
     )

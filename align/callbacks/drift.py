@@ -238,11 +238,15 @@ class LikelihoodDriftCallback(TrainerCallback):
     # -- measuring ---------------------------------------------------------------------------------
 
     def measure(self, state) -> dict[str, float]:
+        from align.data.images import is_processor, text_tokenizer
+
         trainer = self.trainer
         model = trainer.model
-        pad = trainer.processing_class.pad_token_id
+        pad = text_tokenizer(trainer.processing_class).pad_token_id
+        processor = trainer.processing_class if is_processor(trainer.processing_class) else None
         autocast = trainer.autocast_smart_context_manager
-        current = measure_pairs(model, self.probes, pad_token_id=pad, batch_size=self.batch_size, top_k=self.top_k, autocast=autocast)
+        current = measure_pairs(model, self.probes, pad_token_id=pad, batch_size=self.batch_size, top_k=self.top_k,
+                                autocast=autocast, processor=processor)  # fmt: skip
         first = self.baseline is None
         if first:
             self.baseline = current
@@ -254,7 +258,9 @@ class LikelihoodDriftCallback(TrainerCallback):
                     logger.warning("likelihood drift: gradient entanglement is not measured under ZeRO-3")
             else:
                 pairs = self.probes.select(range(min(self.entanglement_pairs, len(self.probes))))
-                metrics["grad_cosine"] = float(gradient_cosine(model, pairs, pad_token_id=pad, autocast=autocast).mean())
+                metrics["grad_cosine"] = float(
+                    gradient_cosine(model, pairs, pad_token_id=pad, autocast=autocast, processor=processor).mean()
+                )
         self._measurements += 1
 
         record = {"step": state.global_step, "epoch": state.epoch or 0.0, **metrics}

@@ -85,8 +85,8 @@ def _pair_rows(rows) -> list[dict]:
     return out
 
 
-def _batches(rows, batch_size: int, pad_token_id: int):
-    collator = PreferenceCollator(pad_token_id, padding_free=True)
+def _batches(rows, batch_size: int, pad_token_id: int, processor=None):
+    collator = PreferenceCollator(pad_token_id, padding_free=True, processor=processor)
     rows = _pair_rows(rows)
     for start in range(0, len(rows), batch_size):
         yield collator(rows[start : start + batch_size])
@@ -101,9 +101,11 @@ def measure_pairs(
     batch_size: int = 8,
     top_k: int = 20,
     autocast=contextlib.nullcontext,
+    processor=None,
 ) -> PairMeasurement:
     """Measure the probe pairs (tokenized rows: ``prompt_ids`` and ``completion_ids`` = [chosen,
-    rejected]) under ``model`` in packed batches of ``batch_size`` pairs. See the module docstring."""
+    rejected]) under ``model`` in packed batches of ``batch_size`` pairs. See the module docstring.
+    Rows with images need the vision-language model's ``processor`` (their image inputs)."""
     device = next(model.parameters()).device
     head = model.get_output_embeddings()
     captured = {}
@@ -112,11 +114,13 @@ def measure_pairs(
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in ("logps", "tokens", "entropy", "mass", "hidden")}
     try:
-        for batch in _batches(rows, batch_size, pad_token_id):
+        for batch in _batches(rows, batch_size, pad_token_id, processor):
             input_ids = batch["input_ids"].to(device)
+            vision = {k: v.to(device) for k, v in batch.pop("vision", {}).items()}
             keep, targets, seq, n = packed_completion_index({k: v.to(device) for k, v in batch.items()})
             with autocast():
-                out = model(input_ids=input_ids, position_ids=batch["position_ids"].to(device), use_cache=False, logits_to_keep=keep)
+                out = model(input_ids=input_ids, position_ids=batch["position_ids"].to(device), use_cache=False,
+                            logits_to_keep=keep, **vision)  # fmt: skip
             logits = out.logits[0].float()
             hidden = captured.pop("hidden")[0].float()
             if hidden.shape[0] != len(keep):  # a head that saw every position: keep the completion ones
@@ -155,7 +159,7 @@ def measure_pairs(
 
 
 def gradient_cosine(
-    model: torch.nn.Module, rows, *, pad_token_id: int, autocast=contextlib.nullcontext
+    model: torch.nn.Module, rows, *, pad_token_id: int, autocast=contextlib.nullcontext, processor=None
 ) -> torch.Tensor:
     """cos(∇θ log π(y_w|x), ∇θ log π(y_l|x)) per pair over the trainable parameters θ (P,).
 
@@ -164,7 +168,7 @@ def gradient_cosine(
     if not params:
         raise ValueError("gradient_cosine: the model has no trainable parameters")
     device = params[0].device
-    collator = PreferenceCollator(pad_token_id, padding_free=True)
+    collator = PreferenceCollator(pad_token_id, padding_free=True, processor=processor)
     was_training = model.training
     model.eval()
     cosines = []
@@ -174,7 +178,8 @@ def gradient_cosine(
             for k, completion in enumerate(row["completion_ids"]):  # without masks every completion token is trained
                 single = {"prompt_ids": row["prompt_ids"], "completion_ids": [completion], **carried(row, [k])}
                 batch = collator([single])
-                batch = {k: v.to(device) for k, v in batch.items()}
+                batch = {k: {n: t.to(device) for n, t in v.items()} if k == "vision" else v.to(device)
+                         for k, v in batch.items()}  # fmt: skip
                 with autocast():
                     logp = completion_logps(model, batch)["logps_sum"].sum()
                 grads.append(torch.autograd.grad(logp.float(), params, allow_unused=True))

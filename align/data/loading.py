@@ -27,7 +27,7 @@ _KIND_MARKER = "align.data preference rows, kind="
 
 
 def load_preference_dataset(
-    source: str | os.PathLike | Dataset,
+    source: str | os.PathLike | Dataset | list[dict],
     split: str = "train",
     *,
     kind: str | None = None,
@@ -38,7 +38,7 @@ def load_preference_dataset(
     """Load, validate and normalise a preference dataset (see :mod:`align.data.formats`).
 
     ``source`` is a local ``.jsonl``/``.json``/``.parquet`` file, a folder of them (read in sorted
-    order), a ``datasets.Dataset``, a built-in set (``builtin:gsm8k_pairs``, see
+    order), a ``datasets.Dataset``, a list of row dicts (``name`` names it), a built-in set (``builtin:gsm8k_pairs``, see
     :func:`align.data.gsm8k.builtin_gsm8k_pairs`; ``builtin:safety``, see
     :func:`align.data.safety.builtin_safety`), or otherwise a Hugging Face Hub id (``split``
     applies to hub ids and built-ins). Conversations in the HarmfulQA layout (``blue_conversations``/
@@ -66,7 +66,7 @@ def load_preference_dataset(
             check_chat_template(source.select_columns(["prompt", "completions"]), tokenizer, name or "dataset")
         return source
     parts = [_from_conversations(part, rows) for part, rows in read_rows(source, split, name=name)]
-    local = not isinstance(source, Dataset) and Path(source).exists()
+    local = not isinstance(source, (Dataset, list)) and Path(source).exists()
     root = (Path(source) if Path(source).is_dir() else Path(source).parent) if local else None
     rows, kind = normalize_rows(parts, kind, identical_pairs=identical_pairs, tokenizer=tokenizer, image_root=root)
     return _with_image_files(Dataset.from_list(rows, info=DatasetInfo(description=_KIND_MARKER + kind)), rows)
@@ -111,7 +111,7 @@ def dataset_kind(dataset: Dataset) -> str | None:
 
 
 def read_rows(
-    source: str | os.PathLike | Dataset, split: str = "train", *, name: str | None = None
+    source: str | os.PathLike | Dataset | list[dict], split: str = "train", *, name: str | None = None
 ) -> list[tuple[str, list[dict]]]:
     """Raw rows as ``[(source name, rows), ...]``: one entry per file, so errors point into the right file.
 
@@ -120,6 +120,8 @@ def read_rows(
     """
     if isinstance(source, Dataset):
         return [(name or "dataset", source.to_list())]
+    if isinstance(source, list):  # rows in memory; a Dataset cannot hold text and content-part messages together
+        return [(name or "rows", source)]
     path = Path(source)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in SUPPORTED_SUFFIXES)
@@ -143,10 +145,12 @@ def _builtin_rows(source: str, split: str) -> list[dict]:
     from align.data.multistep import builtin_multistep
     from align.data.safety import builtin_safety, builtin_safety_prompts
     from align.data.tasks import builtin_arithmetic
+    from align.data.visual_task import builtin_visual_patterns
 
     # gsm8k_pairs: preference pairs; safety: HarmfulQA-layout conversations (labelled singles once loaded);
     # gsm8k, arithmetic, multistep: prompt rows (prompt/answer/solution) for loops; safety_prompts:
-    # evaluation prompts (prompt/behaviour/reference).
+    # evaluation prompts (prompt/behaviour/reference); visual_patterns: image prompt rows (images, question,
+    # answer, box) for UV-CoT.
     builtins = {
         "gsm8k_pairs": builtin_gsm8k_pairs,
         "gsm8k": builtin_gsm8k_prompts,
@@ -154,6 +158,7 @@ def _builtin_rows(source: str, split: str) -> list[dict]:
         "multistep": builtin_multistep,
         "safety": builtin_safety,
         "safety_prompts": builtin_safety_prompts,
+        "visual_patterns": builtin_visual_patterns,
     }
     key = source.removeprefix(BUILTIN_PREFIX)
     if key not in builtins:

@@ -21,6 +21,7 @@ import logging
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from accelerate import PartialState
@@ -117,17 +118,32 @@ class LoopArguments:
         return reward_options(self.dataset_options, "dataset_options")
 
 
-def load_prompt_rows(source: str, split: str, prompt_field: str = "prompt") -> list[dict]:
-    """Prompt rows ``{"prompt", "answer"?, "solution"?}`` from any source align reads."""
+PROMPT_FIELDS = ("answer", "solution", "images")
+
+
+def load_prompt_rows(
+    source: str, split: str, prompt_field: str = "prompt", fields: Sequence[str] = PROMPT_FIELDS
+) -> list[dict]:
+    """Prompt rows ``{"prompt", "answer"?, "solution"?, "images"?}`` (and any other of ``fields``) from any
+    source align reads. ``images`` (``image``: one) fill the prompt's image placeholders when it is
+    sampled (:meth:`OnPolicyLoop.generation_prompt`); relative image paths are resolved against the
+    folder of the file they come from."""
     rows = []
     for name, part in read_rows(source, split):
+        folder = Path(name).parent if Path(name).is_file() else None
         for i, row in enumerate(part):
             if prompt_field not in row:
                 raise ValueError(f"{name}: row {i}: no {prompt_field!r} field (has {sorted(row)}); set --prompt_field")
             item = {"prompt": row[prompt_field]}
-            for key in ("answer", "solution"):
+            if row.get("image") is not None and row.get("images") is None:
+                row = {**row, "images": [row["image"]]}
+            for key in fields:
                 if row.get(key) is not None:
                     item[key] = row[key]
+            if "images" in item:
+                if not isinstance(item["images"], list) or not all(isinstance(v, str) for v in item["images"]):
+                    raise ValueError(f"{name}: row {i}: field 'images': prompt images must be a list of file paths")
+                item["images"] = [str(folder / v) if folder and not Path(v).is_absolute() else v for v in item["images"]]
             rows.append(item)
     if not rows:
         raise ValueError(f"{source} [{split}]: no prompts")
@@ -150,6 +166,8 @@ class OnPolicyLoop:
     Each iteration runs ``stages`` in order (default :data:`align.loops.stages.DEFAULT_STAGES`).
     The ``dataset`` stage turns the judged samples into the trainer's rows with the builder
     ``loop_args.dataset_builder`` names, else ``default_builder`` (:mod:`align.loops.builders`)."""
+
+    prompt_fields: tuple[str, ...] = PROMPT_FIELDS  # what a prompt row keeps besides its prompt
 
     def __init__(
         self,
@@ -230,30 +248,45 @@ class OnPolicyLoop:
             chunk_size=la.generation_chunk_size,
         )
 
-    def generate(self, it, model, tokenizer, prompts: list[dict], *, accelerator=None) -> list[list[str]]:
-        """K samples per prompt; finished chunks persist in ``samples.chunks/`` so a killed run
-        regenerates only the chunk it was in."""
+    @staticmethod
+    def generation_prompt(row: dict):
+        """What the model is sampled on for a prompt row: its prompt, with its ``images`` (file paths)
+        filled into the image placeholders (:func:`align.data.images.fill_images`)."""
+        if not row.get("images"):
+            return row["prompt"]
+        from align.data.images import fill_images
+
+        return fill_images(row["prompt"], row["images"], name=f"prompt {row.get('index', '')}".strip())
+
+    def generate(
+        self, it, model, tokenizer, prompts: list[dict], *, accelerator=None, chunks=None, sampling=None
+    ) -> list[list[str]]:
+        """K samples per prompt (``sampling``: default the loop's); finished chunks persist in
+        ``chunks`` (default ``samples.chunks/``) so a killed run regenerates only the chunk it was in."""
         from align.generation import HFGenerator
 
+        chunks = it.chunks if chunks is None else chunks
         done = {}
-        if it.chunks.exists():
-            for path in sorted(it.chunks.glob("chunk-*.json")):
+        if chunks.exists():
+            for path in sorted(chunks.glob("chunk-*.json")):
                 done[int(path.stem.split("-")[1])] = read_json(path)
 
         def on_chunk(index: int, results: list[list[str]]) -> None:
             if self.main:
-                atomic_write_json(it.chunks / f"chunk-{index:05d}.json", results)
+                atomic_write_json(chunks / f"chunk-{index:05d}.json", results)
 
         generator = HFGenerator(model, tokenizer, accelerator, show_progress=self.main)
         return generator.generate(
-            [p["prompt"] for p in prompts], self.sampling(t=it.index), on_chunk=on_chunk, done_chunks=done
-        )
+            [self.generation_prompt(p) for p in prompts], sampling or self.sampling(t=it.index), on_chunk=on_chunk,
+            done_chunks=done,
+        )  # fmt: skip
 
     def judge(self, judge, prompts: list[dict], samples: list[list[str]]) -> list[dict]:
         from align.rewards import score_groups
 
         references = [p.get("answer", p.get("solution")) for p in prompts]
-        judgements = score_groups(judge, [p["prompt"] for p in prompts], samples, references=references)
+        # a vision judge sees the image the answer is about
+        judgements = score_groups(judge, [self.generation_prompt(p) for p in prompts], samples, references=references)
         judged = []
         for prompt, completions, j in zip(prompts, samples, judgements):
             item = {**prompt, "completions": completions, "win_rates": [float(x) for x in j.win_rates],
@@ -278,7 +311,8 @@ class OnPolicyLoop:
         from align.rewards import checked_verdicts, compare_answers, reward_kind
 
         generator = HFGenerator(model, tokenizer, accelerator, show_progress=self.main)
-        answers = [c[0] for c in generator.generate([r["prompt"] for r in eval_rows], self.sampling(greedy=True))]
+        greedy = self.sampling(greedy=True)
+        answers = [c[0] for c in generator.generate([self.generation_prompt(r) for r in eval_rows], greedy)]
         prompts = [r["prompt"] for r in eval_rows]
         result: dict[str, Any] = {"answers": answers}
         if judge is None:  # not the main process: it judges
@@ -307,22 +341,29 @@ class OnPolicyLoop:
             )
         self._barrier()
 
-    def train(self, it, model, tokenizer, pairs: list[dict]):
-        from datasets import Dataset
-
+    def train(self, it, model, tokenizer, pairs: list[dict], *, trainer_cls=None, args=None, model_dir=None,
+              drift: bool = True):  # fmt: skip
+        """Train on ``pairs`` (the iteration's rows) from ``model`` and save the result into the
+        iteration's ``model/``; a stage that trains something else (a warm-up) passes its own trainer
+        class, arguments (their ``output_dir`` holds the checkpoints) and ``model_dir``."""
+        from align.data import load_preference_dataset
         from align.models import get_peft_config
 
-        args = copy.deepcopy(self.training_args)
-        args.output_dir = str(it.train_dir)
+        trainer_cls = trainer_cls or self.trainer_cls
+        model_dir = Path(model_dir or it.model_dir)
+        if args is None:
+            args = copy.deepcopy(self.training_args)
+            args.output_dir = str(it.train_dir)
         args.seed = self.training_args.seed + it.index
         callbacks = []
-        if self.drift_args is not None and self.drift_args.drift:
+        if drift and self.drift_args is not None and self.drift_args.drift:
             # probes: the iteration's first pairs (displacement is a property of the trained pairs); from
             # labelled single completions and from lists (best vs worst return) the callback makes the
             # pairs itself, skipping rows that give none, so it gets every row
             (callback,) = self.drift_args.callbacks()
             whole = bool(pairs) and ("completion" in pairs[0] or "completions" in pairs[0])
-            callback.probe_dataset = Dataset.from_list(pairs if whole else pairs[: callback.num_probes])
+            probes = pairs if whole else pairs[: callback.num_probes]
+            callback.probe_dataset = load_preference_dataset(probes, name=f"{it.dataset} (drift probes)")
             callbacks.append(callback)
         if self.benchmark is not None and self.benchmark_args.benchmark_every_steps:
             from align.evaluation.hook import BenchmarkCallback
@@ -330,29 +371,32 @@ class OnPolicyLoop:
             # the loop's own benchmark stage covers the start and the end of each iteration
             callbacks.append(BenchmarkCallback(self.benchmark, every_steps=self.benchmark_args.benchmark_every_steps,
                                                at_start=False, at_end=False))  # fmt: skip
-        trainer = self.trainer_cls(
-            model=model, args=args, train_dataset=Dataset.from_list(pairs), eval_dataset=None, processing_class=tokenizer,
+        # normalised here, not by Dataset.from_list: rows with images mix text and content-part messages
+        train = load_preference_dataset(pairs, kind=trainer_cls.data_kind(args), name=str(it.dataset),
+                                        identical_pairs=args.identical_pairs)  # fmt: skip
+        trainer = trainer_cls(
+            model=model, args=args, train_dataset=train, eval_dataset=None, processing_class=tokenizer,
             peft_config=get_peft_config(self.model_args), callbacks=callbacks,
         )  # fmt: skip
-        resume = last_complete_checkpoint(it.train_dir, remove_partial=self.main)
+        resume = last_complete_checkpoint(args.output_dir, remove_partial=self.main)
         self._barrier()
         result = trainer.train(resume_from_checkpoint=resume)
         # save into a temp folder, then rename: a half-saved model is never taken for a finished one
-        partial = it.path / "model.partial"
+        partial = model_dir.with_name(model_dir.name + ".partial")
         if self.main and partial.exists():
             shutil.rmtree(partial)
         trainer.save_model(str(partial))
         if self.main:
             tokenizer.save_pretrained(str(partial))
-            if it.model_dir.exists():
-                shutil.rmtree(it.model_dir)
-            partial.rename(it.model_dir)
+            if model_dir.exists():
+                shutil.rmtree(model_dir)
+            partial.rename(model_dir)
         return trainer, result.metrics
 
     # -- the loop ----------------------------------------------------------------------------------
 
     def run(self) -> list[dict]:
-        from align.models import check_model_source, load_tokenizer
+        from align.models import check_model_source, load_processing_class
         from accelerate.utils import broadcast_object_list
 
         from align.rewards import load_reward, reward_kind
@@ -362,14 +406,15 @@ class OnPolicyLoop:
         check_output_dir(self.training_args.output_dir)
         run = RunFolder(self.training_args.output_dir, self.config(), start_over=la.start_over, main_process=self.main,
                         create=False)  # fmt: skip
-        prompts = load_prompt_rows(la.prompts, la.prompts_split, la.prompt_field)
+        fields = self.prompt_fields
+        prompts = load_prompt_rows(la.prompts, la.prompts_split, la.prompt_field, fields)
         eval_rows = (
-            load_prompt_rows(la.eval_prompts, la.eval_prompts_split, la.prompt_field)[: la.num_eval_prompts]
+            load_prompt_rows(la.eval_prompts, la.eval_prompts_split, la.prompt_field, fields)[: la.num_eval_prompts]
             if la.eval_prompts
             else []
         )
         check_model_source(self.model_args.model_name_or_path)
-        tokenizer = load_tokenizer(self.model_args)
+        tokenizer = load_processing_class(self.model_args)  # a processor for a vision-language model
         # The judge runs on the main process only (a reward model or PRM would be one more model per
         # process); the others learn its kind, which decides what the stages do.
         judge = load_reward(la.judge, **la.judge_kwargs()) if self.main else None

@@ -185,10 +185,14 @@ class Generate(Stage):
 class Judge(Stage):
     name = "judge"
 
+    def source(self, it: IterationFolder):
+        """The file of sampled rows to judge (their ``completions``)."""
+        return it.samples
+
     def run(self, state: IterationState) -> None:
         it = state.it
         if state.main:
-            rows = read_jsonl(it.samples)
+            rows = read_jsonl(self.source(it))
             prompts = [{k: v for k, v in r.items() if k != "completions"} for r in rows]
             judged = state.loop.judge(state.judge, prompts, [r["completions"] for r in rows])
             write_jsonl(judged, it.judged)
