@@ -74,6 +74,11 @@ SHORTEN = {
     "recipes/safe_align.py": "--variants npo --max_steps 1 --start_over true --eval_on_start false "
     "--safety_limit 2 --safety_max_new_tokens 8",
     "data/safety_task.py": "",
+    # A warm-up of 6 rows teaches the tiny LLaVA no answer, so all its answers are wrong and the
+    # verdicts give no pair: pair by the verifier's tie-broken scores (right first, then shorter).
+    "recipes/uvcot.py": f"{LOOP} --warmup_fraction 0.01 --warmup_epochs 1 "
+    "--dataset_options '{\"scores\": \"scores\", \"min_gap\": 1e-6}'",
+    "data/visual_task.py": "--n_train 8 --n_test 4 --n_warmup 2",
     "eval/safety.py": "--limit 2 --max_new_tokens 8",
     "benchmarks/drift_comparison.py": "--methods dpo --max_steps 1 --num_eval 2 --no_overhead "
     "--work_dir outputs/drift_comparison",
@@ -108,6 +113,10 @@ NOT_RUN = {
     "openai_safety_judge --judge_options '{\"model\": \"gpt-4o-mini\"}'": "needs an OpenAI API key (OPENAI_API_KEY), "
     "the network and the user's own files (my/model, harmful_prompts.jsonl, harmfulqa.jsonl are placeholders)",
     "python recipes/rpo.py ...": "an abbreviation: '...' stands for a recipe's arguments",
+    "accelerate launch --config_file accelerate_configs/zero2.yaml recipes/uvcot.py --config "
+    "recipes/configs/uvcot_paper.yaml": "GPUs, a hub download of llava-hf/llava-1.5-7b-hf, a judge server with an "
+    "API key, and the user's own prompts (data/uvcot_prompts.jsonl); the recipe itself runs "
+    "above with its default config",
     "tensorboard --logdir outputs/rpo-tracked/runs": "a web server that runs until stopped; the slow test checks "
     "that its --logdir holds event files, and tests/test_trackers.py reads such files back",
 }
@@ -121,6 +130,8 @@ EXPECT = {
     "recipes/implicit_prm.py": "Best-of-N accuracy",
     "eval/best_of_n.py": "Best-of-N accuracy",
     "recipes/safe_align.py": "Safety before and after",
+    "recipes/uvcot.py": "the last model is in",
+    "data/visual_task.py": "labelled warm-up rows",
     "data/ches_filter.py": "wrote 4 rows with a ches column to",
     "data/gsm8k_pairs.py": "wrote 256 pairs to",
 }
@@ -180,6 +191,16 @@ def test_readme_custom_objective_example_runs():
         assert out.loss.item() < 0 and out.metrics["my/margin"].item() == 2.0
     finally:
         base_module._REGISTRY.pop("my_loss", None)
+
+
+def test_readme_vision_example_runs():
+    """The Vision-language models section's example loads the built-in tiny LLaVA and its processor."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    example = next(b for b in blocks if "builtin:tiny-llava" in b)
+    scope: dict = {}
+    exec(example, scope)
+    assert type(scope["model"]).__name__ == "LlavaForConditionalGeneration"
+    assert type(scope["processor"]).__name__ == "LlavaProcessor"
 
 
 def test_readme_commands_parse():
