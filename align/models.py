@@ -138,7 +138,7 @@ def _tiny_llava_corpus() -> list[str]:
 def _build_tiny_llava(spec: dict, out_dir: Path) -> None:
     """Write ``builtin:tiny-llava`` to ``out_dir``: a seeded random LLaVA (a 2-layer, 64-wide CLIP
     tower on 32 px images in 8 px patches, a 2-layer MLP projector, a 4-layer, 128-wide Llama; about
-    0.9 M parameters) and its processor (a byte-level BPE tokenizer trained on the synthetic visual
+    0.81 M parameters) and its processor (a byte-level BPE tokenizer trained on the synthetic visual
     task's text, with ``<image>`` as a special token and a ChatML template over content parts; the
     PIL CLIP image processor resizing and centre-cropping to 32 px). An image is
     (32 / 8)² = 16 ``<image>`` tokens. Built the same on every machine: nothing is downloaded, the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -159,6 +160,7 @@ def _builtin_rows(source: str, split: str) -> list[dict]:
         "safety": builtin_safety,
         "safety_prompts": builtin_safety_prompts,
         "visual_patterns": builtin_visual_patterns,
+        "visual_patterns_cell": functools.partial(builtin_visual_patterns, ask="cell"),
     }
     key = source.removeprefix(BUILTIN_PREFIX)
     if key not in builtins:

@@ -52,6 +52,7 @@ from align.data.boxes import BOX_PROMPT, box_to_pixels, crop_image, format_box, 
 __all__ = [
     "CANVAS",
     "CELL",
+    "CELL_QUESTION_TEMPLATE",
     "COLOURS",
     "PATTERNS",
     "QUESTION_TEMPLATE",
@@ -72,6 +73,10 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 PATTERNS = ("horizontal", "vertical", "checkerboard")
 QUESTION_TEMPLATE = "Which pattern is inside the {colour} box?"
+# The same question with the box named by its cell in words (``ask="cell"``): finding the region is then
+# reading the question, not the image, which a model too small to locate colours can still learn.
+CELL_QUESTION_TEMPLATE = "Which pattern is inside the box in row {row}, column {column}?"
+ASK = ("colour", "cell")
 # Part of every image's file name: bump it when the drawing changes, so no stale cached image is reused.
 _RENDER_VERSION = "v1"
 _SPLITS = {"train": "train", "test": "test", "eval": "test", "validation": "test"}
@@ -159,9 +164,12 @@ def _draw_layout(rng: random.Random) -> Layout:
 
 
 def visual_patterns(
-    n: int, *, seed: int, split: str = "train", test_percent: int = 25, image_dir: str | os.PathLike | None = None
-) -> list[dict]:
-    """``n`` prompt rows (module docstring) of ``split``, deterministic in ``seed``, distinct images.
+    n: int, *, seed: int, split: str = "train", test_percent: int = 25, image_dir: str | os.PathLike | None = None,
+    ask: str = "colour",
+) -> list[dict]:  # fmt: skip
+    """``n`` prompt rows (module docstring) of ``split``, deterministic in ``seed``, distinct images;
+    the question names the box by its colour (``ask="colour"``) or by its cell (``"cell"``: row and
+    column, 1 to 4 from the top left), with the same images, answers and boxes.
 
     Layouts are drawn from a stream seeded by ``seed`` and ``split`` and kept when their hash puts
     them in ``split`` (about ``test_percent``% of layouts are test) and they are new; the question
@@ -170,6 +178,8 @@ def visual_patterns(
     there is not written again.
     """
     split = _canonical_split(split)
+    if ask not in ASK:
+        raise ValueError(f"ask must be one of {ASK}, got {ask!r}")
     if n < 0 or not 0 < test_percent < 100:
         raise ValueError(f"need n >= 0 and 0 < test_percent < 100, got n={n}, test_percent={test_percent}")
     folder = Path(image_dir if image_dir is not None else _cache_dir() / "data" / "visual_patterns").resolve()
@@ -185,17 +195,20 @@ def visual_patterns(
         if not path.exists():
             _write_png(render_layout(layout), path)
         cell, colour, pattern = target
-        question = QUESTION_TEMPLATE.format(colour=colour)
+        row, column = divmod(cell, GRID)
+        question = (QUESTION_TEMPLATE.format(colour=colour) if ask == "colour"
+                    else CELL_QUESTION_TEMPLATE.format(row=row + 1, column=column + 1))  # fmt: skip
         content = [{"type": "image"}, {"type": "text", "text": question + BOX_PROMPT}]
         rows.append({"prompt": [{"role": "user", "content": content}], "images": [str(path)], "question": question,
                      "answer": pattern, "box": _cell_box(cell)})  # fmt: skip
     return rows
 
 
-def builtin_visual_patterns(split: str = "train") -> list[dict]:
-    """The ``builtin:visual_patterns`` prompt rows: 512 train / 256 test, seed 0."""
+def builtin_visual_patterns(split: str = "train", *, ask: str = "colour") -> list[dict]:
+    """The ``builtin:visual_patterns`` prompt rows: 512 train / 256 test, seed 0 (``ask="cell"``:
+    ``builtin:visual_patterns_cell``, the same images and boxes asked about by cell)."""
     split = _canonical_split(split)
-    return visual_patterns(512 if split == "train" else 256, seed=0, split=split)
+    return visual_patterns(512 if split == "train" else 256, seed=0, split=split, ask=ask)
 
 
 # -- answers and the labelled warm-up ---------------------------------------------------------------

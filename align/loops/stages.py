@@ -143,7 +143,7 @@ class EvaluateStart(Stage):
         result = state.loop.evaluate(state.policy(), state.tokenizer, state.judge, state.eval_rows)
         if state.main:
             atomic_write_json(state.it.path / "eval_start.json", result)
-            state.it.finish(self.name, {k: v for k, v in result.items() if k != "answers"})
+            state.it.finish(self.name, {k: v for k, v in result.items() if not isinstance(v, list)})  # no answers
         state.barrier()
 
 
@@ -248,7 +248,7 @@ class Evaluate(Stage):
                                      baseline=baseline)  # fmt: skip
         if state.main:
             atomic_write_json(state.it.eval, result)
-            state.it.finish(self.name, {k: v for k, v in result.items() if k != "answers"})
+            state.it.finish(self.name, {k: v for k, v in result.items() if not isinstance(v, list)})  # no answers
         state.barrier()
 
 

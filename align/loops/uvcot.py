@@ -89,6 +89,12 @@ class UVCoTArguments:
         metadata={"help": "SFT on this first fraction of the prompts with their true boxes before iteration 0 "
                   "(the paper's 10%-labelled variant: 0.1; 0: none)."},
     )  # fmt: skip
+    warmup_prompts: str | None = field(
+        default=None,
+        metadata={"help": "Labelled rows (with 'box' and 'answer') for the warm-up, of which the first "
+                  "--warmup_fraction is used (default: --prompts)."},
+    )  # fmt: skip
+    warmup_prompts_split: str = field(default="train", metadata={"help": "Their split."})
     warmup_epochs: float = field(default=1.0, metadata={"help": "Epochs of the warm-up SFT."})
     warmup_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of the warm-up SFT (default: --learning_rate)."}
@@ -294,13 +300,14 @@ class WarmUp(Stage):
         loop = state.loop
         from align.loops.onpolicy import load_prompt_rows
 
-        la = loop.loop_args
-        prompts = load_prompt_rows(la.prompts, la.prompts_split, la.prompt_field, loop.prompt_fields)
-        labelled = prompts[: max(1, math.ceil(loop.uvcot_args.warmup_fraction * len(prompts)))]
+        la, ua = loop.loop_args, loop.uvcot_args
+        source, split = (ua.warmup_prompts, ua.warmup_prompts_split) if ua.warmup_prompts else (la.prompts, la.prompts_split)
+        prompts = load_prompt_rows(source, split, la.prompt_field, loop.prompt_fields)
+        labelled = prompts[: max(1, math.ceil(ua.warmup_fraction * len(prompts)))]
         rows = []
         for i, row in enumerate(labelled):
             if row.get("answer") is None:
-                raise StageConfigError(f"{la.prompts}: row {i}: the warm-up needs an 'answer' (and a 'box')")
+                raise StageConfigError(f"{source}: row {i}: the warm-up needs an 'answer' (and a 'box')")
             region = loop.true_region(dict(row, index=i))
             completion = uvcot_completion(region.text, question_of(row), str(row["answer"]))
             rows.append({"prompt": row["prompt"], "images": row["images"], "completion": completion,

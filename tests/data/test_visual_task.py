@@ -159,3 +159,16 @@ def test_data_script_writes_rows_and_images(tmp_path):
     assert all(r["images"][0].startswith(str(out / "images")) for r in train + test)
     assert len(list((out / "images").glob("*.png"))) == 6 + 4 + 2
     assert not list((out / "images").glob(".*"))  # no temporary file left behind
+
+
+def test_cell_questions_name_the_true_box_by_row_and_column(tmp_path):
+    """ask="cell": the same images, answers and boxes, the question naming the box's cell."""
+    by_colour = visual_patterns(16, seed=3, split="test", image_dir=tmp_path)
+    by_cell = visual_patterns(16, seed=3, split="test", image_dir=tmp_path, ask="cell")
+    for a, b in zip(by_colour, by_cell):
+        assert (a["images"], a["answer"], a["box"]) == (b["images"], b["answer"], b["box"])
+        x1, y1, _, _ = b["box"]
+        assert b["question"] == f"Which pattern is inside the box in row {int(y1 * 4) + 1}, column {int(x1 * 4) + 1}?"
+        assert b["prompt"][0]["content"][1]["text"] == b["question"] + BOX_PROMPT
+    with pytest.raises(ValueError, match="ask must be one of"):
+        visual_patterns(1, seed=0, ask="shape")

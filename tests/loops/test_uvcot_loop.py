@@ -42,6 +42,7 @@ def argv(setup, out, **overrides) -> list[str]:
         "eval_prompts_split": "train", "num_eval_prompts": "4", "judge": "toy_visual:answer_length",
         "judge_options": '{"kind": "reward"}', "num_samples": "2", "max_new_tokens": "6", "generation_batch_size": "8",
         "generation_chunk_size": "2", "min_half": "16", "warmup_fraction": "0.5", "warmup_epochs": "1",
+        "warmup_prompts": str(root / "test.jsonl"), "warmup_prompts_split": "train",
         "warmup_learning_rate": "1e-3", "output_dir": str(out), "learning_rate": "1e-3",
         "per_device_train_batch_size": "2", "num_train_epochs": "1", "max_length": "256", "logging_steps": "1",
         "save_strategy": "steps", "save_steps": "1", "drift_num_probes": "2", "drift_eval_steps": "1",
@@ -77,7 +78,8 @@ def test_one_iteration_end_to_end(straight):
     stages = json.loads((it / "manifest.json").read_text())["stages"]
     assert list(stages) == ["warmup", "evaluate_start", "baselines", "generate", "crop_answer", "judge", "dataset",
                             "train", "evaluate"]  # fmt: skip
-    assert stages["warmup"]["rows"] == 4 and (it / "warmup" / "model" / "config.json").exists()
+    # the labelled rows are the first half of --warmup_prompts (4 held-out rows here), not of --prompts (8)
+    assert stages["warmup"]["rows"] == 2 and (it / "warmup" / "model" / "config.json").exists()
     answers = lines(it / "answers.jsonl")
     assert len(answers) == 4
     for row in answers:
@@ -122,7 +124,8 @@ def test_sigkill_at_random_points_then_resume_gives_the_same_run(setup, straight
 
 @pytest.mark.slow
 def test_one_iteration_on_two_processes_equals_one(setup, straight, tmp_path):
-    """DDP over 2 CPU processes, per-device batch 1: the same regions, answers, pairs and training loss."""
+    """DDP over 2 CPU processes, per-device batch 1 (after a warm-up trained on both): the same answers,
+    judgements and pairs as 1 process."""
     reference, _ = straight
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
