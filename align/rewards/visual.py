@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from align.data.boxes import box_question
 from align.rewards.base import Prompt, RewardError
 from align.rewards.openai_judge import JudgeFailure, OpenAIJudge
 from align.rewards.registry import register_reward
@@ -140,6 +139,8 @@ class OpenAIVisionJudge:
 
     def request(self, prompt: Prompt, completion: str) -> dict[str, Any]:
         """The chat-completions request body that checks one answer against the prompt's image."""
+        # here, not at module level: importing align.data loads datasets and torch, and align.rewards stays light
+        from align.data.boxes import box_question
         from align.data.images import message_images
 
         images = message_images(prompt) if isinstance(prompt, list) else []
