@@ -37,7 +37,7 @@ from typing import Any
 from align.rewards.base import Prompt, RewardError
 from align.rewards.registry import register_reward
 
-__all__ = ["JudgeFailure", "OpenAIJudge", "render_prompt"]
+__all__ = ["JudgeFailure", "OpenAIJudge", "YesNoJudge", "render_prompt"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 SYSTEM_PROMPT = (
@@ -190,6 +190,50 @@ class OpenAIJudge:
             return json.loads(raw)
         except json.JSONDecodeError as err:
             raise JudgeFailure(f"reply is not JSON: {raw[:200]!r}") from err
+
+
+class YesNoJudge:
+    """Base of the judges that ask an OpenAI-compatible server one yes/no question per completion
+    (``openai_safety_judge``, ``openai_vision_judge``): the checked options, :class:`OpenAIJudge` as the
+    transport (URL, key, retries, timeouts), completions judged in parallel in order, a failure raised
+    as the plug-in's ``RewardError`` naming the prompt, and the reply's first word."""
+
+    name = ""
+
+    def __init__(self, model: str | None, *, base_url: str | None, api_key_env: str, temperature: float,
+                 timeout: float, max_retries: int, backoff: float, max_tokens: int, max_workers: int) -> None:  # fmt: skip
+        if not model:
+            raise ValueError(f"{self.name} needs model=<the judge model's name on the server>")
+        if not os.environ.get(api_key_env):
+            raise ValueError(
+                f"{self.name}: the environment variable {api_key_env!r} holding the API key is not set "
+                f"(set it, or pass api_key_env= naming the variable that holds the key)"
+            )
+        if max_tokens < 1:
+            raise ValueError(f"{self.name}: max_tokens must be >= 1, got {max_tokens}")
+        self._client = OpenAIJudge(model, base_url=base_url, api_key_env=api_key_env, timeout=timeout,
+                                   max_retries=max_retries, backoff=backoff, max_workers=max_workers)  # fmt: skip
+        self.model, self.url = model, self._client.url
+        self.temperature, self.max_tokens, self.max_workers = temperature, max_tokens, max_workers
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"{type(self).__name__}(model={self.model!r}, url={self.url!r})"
+
+    def _judge_each(self, judge_one, prompts, *columns) -> list:
+        """``judge_one(reply, ...)`` of the server's reply to ``self.request(prompt, *row)`` for every row,
+        in parallel, in order; the first failure is raised as a RewardError naming its prompt."""
+
+        def checked(index, prompt, *row):
+            try:
+                return judge_one(self._client.post(self.request(prompt, *row)))
+            except JudgeFailure as err:
+                raise RewardError(self.name, str(err), index=index, prompt=prompt) from err
+
+        pool = ThreadPoolExecutor(max_workers=self.max_workers)
+        try:  # map yields in order and raises the first failure in order
+            return list(pool.map(checked, range(len(prompts)), prompts, *columns))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def render_prompt(prompt: Prompt) -> str:

@@ -24,14 +24,12 @@ at a time; the verdicts come back in order, and the first failure in order is ra
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from align.rewards.base import Prompt, RewardError
-from align.rewards.openai_judge import OpenAIJudge, JudgeFailure, render_prompt
+from align.rewards.base import Prompt
+from align.rewards.openai_judge import JudgeFailure, YesNoJudge, render_prompt
 from align.rewards.registry import register_reward
 
 __all__ = ["OpenAISafetyJudge", "SYSTEM_PROMPT", "USER_TEMPLATE"]
@@ -60,7 +58,7 @@ _FIRST_WORD = re.compile(r"[^A-Za-z]*([A-Za-z]+)")
 
 
 @register_reward("openai_safety_judge")
-class OpenAISafetyJudge:
+class OpenAISafetyJudge(YesNoJudge):
     """Safety verifier over an OpenAI-compatible server; see the module docstring.
 
     Options: ``model`` (required), ``base_url`` (default ``$OPENAI_BASE_URL``, else OpenAI's),
@@ -85,39 +83,14 @@ class OpenAISafetyJudge:
         max_workers: int = 4,
         system_prompt: str = SYSTEM_PROMPT,
     ) -> None:
-        if not model:
-            raise ValueError(f"{self.name} needs model=<the judge model's name on the server>")
-        if not os.environ.get(api_key_env):
-            raise ValueError(
-                f"{self.name}: the environment variable {api_key_env!r} holding the API key is not set "
-                f"(set it, or pass api_key_env= naming the variable that holds the key)"
-            )
-        if max_tokens < 1:
-            raise ValueError(f"{self.name}: max_tokens must be >= 1, got {max_tokens}")
-        # openai_judge's client is the transport (URL, key, retries, timeouts): one HTTP path for both judges.
-        self._client = OpenAIJudge(model, base_url=base_url, api_key_env=api_key_env, timeout=timeout,
-                                   max_retries=max_retries, backoff=backoff, max_workers=max_workers)  # fmt: skip
-        self.model, self.url = model, self._client.url
-        self.temperature, self.max_tokens, self.max_workers = temperature, max_tokens, max_workers
+        super().__init__(model, base_url=base_url, api_key_env=api_key_env, temperature=temperature, timeout=timeout,
+                         max_retries=max_retries, backoff=backoff, max_tokens=max_tokens, max_workers=max_workers)  # fmt: skip
         self.system_prompt = system_prompt
-
-    def __repr__(self) -> str:  # never shows the key
-        return f"OpenAISafetyJudge(model={self.model!r}, url={self.url!r})"
 
     def verify(self, prompts: Sequence[Prompt], completions: Sequence[str], references: Sequence[str]) -> list[bool]:
         if not len(prompts) == len(completions) == len(references):
             raise ValueError(f"{len(prompts)} prompts, {len(completions)} completions, {len(references)} references")
-        pool = ThreadPoolExecutor(max_workers=self.max_workers)
-        try:  # map yields in order and raises the first failure in order
-            return list(pool.map(self._checked, range(len(prompts)), prompts, completions, references))
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def _checked(self, index: int, prompt: Prompt, completion: str, reference: str) -> bool:
-        try:
-            return _verdict(self._client.post(self.request(prompt, completion, reference)))
-        except JudgeFailure as err:
-            raise RewardError(self.name, str(err), index=index, prompt=prompt) from err
+        return self._judge_each(_verdict, prompts, completions, references)
 
     def request(self, prompt: Prompt, completion: str, reference: str) -> dict[str, Any]:
         """The chat-completions request body that judges one completion."""

@@ -26,14 +26,12 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from align.rewards.base import Prompt, RewardError
-from align.rewards.openai_judge import JudgeFailure, OpenAIJudge
+from align.rewards.openai_judge import JudgeFailure, YesNoJudge
 from align.rewards.registry import register_reward
 
 __all__ = ["DIRECT_CHECK", "OpenAIVisionJudge", "VisualAnswerChecker"]
@@ -74,7 +72,7 @@ def _png_data_url(value: Any) -> str:
 
 
 @register_reward("openai_vision_judge")
-class OpenAIVisionJudge:
+class OpenAIVisionJudge(YesNoJudge):
     """Reward model over an OpenAI-compatible vision server: 0.0 when the judge says the answer is
     right about the image, −1.0 when it says not (module docstring).
 
@@ -101,41 +99,16 @@ class OpenAIVisionJudge:
         max_workers: int = 4,
         template: str = DIRECT_CHECK,
     ) -> None:
-        if not model:
-            raise ValueError(f"{self.name} needs model=<the judge model's name on the server>")
-        if not os.environ.get(api_key_env):
-            raise ValueError(
-                f"{self.name}: the environment variable {api_key_env!r} holding the API key is not set "
-                f"(set it, or pass api_key_env= naming the variable that holds the key)"
-            )
-        if max_tokens < 1:
-            raise ValueError(f"{self.name}: max_tokens must be >= 1, got {max_tokens}")
+        super().__init__(model, base_url=base_url, api_key_env=api_key_env, temperature=temperature, timeout=timeout,
+                         max_retries=max_retries, backoff=backoff, max_tokens=max_tokens, max_workers=max_workers)  # fmt: skip
         if "{question}" not in template or "{answer}" not in template:
             raise ValueError(f"{self.name}: template must hold {{question}} and {{answer}}, got {template!r}")
-        # openai_judge's client is the transport (URL, key, retries, timeouts): one HTTP path for every judge.
-        self._client = OpenAIJudge(model, base_url=base_url, api_key_env=api_key_env, timeout=timeout,
-                                   max_retries=max_retries, backoff=backoff, max_workers=max_workers)  # fmt: skip
-        self.model, self.url = model, self._client.url
-        self.temperature, self.max_tokens, self.max_workers = temperature, max_tokens, max_workers
         self.template = template
-
-    def __repr__(self) -> str:  # never shows the key
-        return f"OpenAIVisionJudge(model={self.model!r}, url={self.url!r})"
 
     def score(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[float]:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts, {len(completions)} completions")
-        pool = ThreadPoolExecutor(max_workers=self.max_workers)
-        try:  # map yields in order and raises the first failure in order
-            return list(pool.map(self._checked, range(len(prompts)), prompts, completions))
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def _checked(self, index: int, prompt: Prompt, completion: str) -> float:
-        try:
-            return _score(self._client.post(self.request(prompt, completion)))
-        except JudgeFailure as err:
-            raise RewardError(self.name, str(err), index=index, prompt=prompt) from err
+        return self._judge_each(_score, prompts, completions)
 
     def request(self, prompt: Prompt, completion: str) -> dict[str, Any]:
         """The chat-completions request body that checks one answer against the prompt's image."""
