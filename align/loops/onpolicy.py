@@ -434,6 +434,7 @@ class OnPolicyLoop:
             for i, stage in enumerate(self.stages):
                 if stage.applies(state) and not stage.done(state):
                     logger.info("iteration %d: %s", t, stage.name)
+                    state.it.begin(stage.name)  # its manifest entry then records its seconds
                     stage.run(state)
                 if stage.name == la.stop_after:
                     stop = any(s.applies(state) and not s.done(state) for s in self.stages[i + 1 :])
@@ -443,6 +444,7 @@ class OnPolicyLoop:
             summaries.append(self.summary(run, t))
             if self.main:
                 print(self.table(run, t + 1), flush=True)
+                print(self.times_table(run, t + 1), flush=True)
             if stop:
                 if self.main:
                     print(f"{run.root}: stopped after the {la.stop_after} stage as asked; its files are in "
@@ -468,6 +470,7 @@ class OnPolicyLoop:
             out[f"benchmark/{self.benchmark.name}/{self.benchmark.headline}"] = manifest["benchmark"].get(
                 self.benchmark.headline
             )
+        out["seconds"] = {name: entry["seconds"] for name, entry in manifest.items() if "seconds" in entry}
         drift = it.train_dir / "likelihood_drift.jsonl"
         if drift.exists():
             last = read_jsonl(drift)[-1]
@@ -502,6 +505,20 @@ class OnPolicyLoop:
                 f"| {t + 1} | {s.get('pairs', '')} | {_fmt(s.get('sample_accuracy'))} | {_fmt(s.get(metric))} |{cell} "
                 f"{_fmt(s.get('chosen_drift'), '+.3f')} | {_fmt(s.get('rejected_drift'), '+.3f')} | {_fmt(s.get('displacement_rate'))} |"
             )
+        return "\n".join(lines)
+
+
+    def times_table(self, run: RunFolder, iterations: int) -> str:
+        """Markdown table: wall-clock seconds of each stage per iteration, as recorded in the
+        manifests (a stage resumed after a crash counts only the run that finished it; loading a
+        model counts in the first stage that needs it)."""
+        times = [self.summary(run, t)["seconds"] for t in range(iterations)]
+        names = [stage.name for stage in self.stages if any(stage.name in row for row in times)]
+        lines = ["| iteration | " + " | ".join(f"{name} s" for name in names) + " | total s |",
+                 "|---|" + "---|" * (len(names) + 1)]  # fmt: skip
+        for t, row in enumerate(times):
+            cells = "".join(f" {_fmt(row.get(name), '.0f')} |".replace("  |", " |") for name in names)
+            lines.append(f"| {t + 1} |{cells} {sum(row.values()):.0f} |")
         return "\n".join(lines)
 
 

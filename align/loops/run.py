@@ -92,6 +92,11 @@ class IterationFolder:
         self.model_dir = self.path / "model"
         self.eval = self.path / "eval.json"
         self.manifest_path = self.path / "manifest.json"
+        self._started: dict[str, float] = {}
+
+    def begin(self, stage: str) -> None:
+        """Note that ``stage`` starts now: :meth:`finish` then records its wall-clock ``seconds``."""
+        self._started[stage] = time.perf_counter()
 
     def manifest(self) -> dict:
         return read_json(self.manifest_path) if self.manifest_path.exists() else {"stages": {}}
@@ -103,9 +108,15 @@ class IterationFolder:
         return self.manifest()["stages"][stage]
 
     def finish(self, stage: str, summary: dict | None = None) -> None:
-        """Mark ``stage`` finished (call after its files are in place; main process only)."""
+        """Mark ``stage`` finished (call after its files are in place; main process only).
+
+        When :meth:`begin` was called for it, the entry holds ``seconds``: the wall-clock time from
+        :meth:`begin` to now in this process (a resumed stage counts only the run that finished it)."""
         manifest = self.manifest()
-        manifest["stages"][stage] = {**(summary or {}), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        entry = {**(summary or {}), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if stage in self._started:
+            entry["seconds"] = round(time.perf_counter() - self._started.pop(stage), 2)
+        manifest["stages"][stage] = entry
         atomic_write_json(self.manifest_path, manifest)
 
 

@@ -121,6 +121,16 @@ def test_two_iterations_end_to_end(uninterrupted):
         != lines(out / "iteration-01" / "samples.jsonl")[0]["prompt"]
     )
     assert "| iteration | pairs |" in result.stdout and "\n| 2 |" in result.stdout
+    # each stage's wall-clock seconds in the manifest, and a time table after the results table
+    seconds = [json.loads((out / f"iteration-{t:02d}" / "manifest.json").read_text())["stages"] for t in range(2)]
+    assert all(entry["seconds"] >= 0 for stages in seconds for entry in stages.values())
+    assert all(stages[name]["seconds"] > 0 for stages in seconds for name in ("generate", "train", "evaluate"))
+    assert sum(entry["seconds"] for stages in seconds for entry in stages.values()) < result.duration
+    header = "| iteration | evaluate_start s | generate s | judge s | dataset s | train s | evaluate s | total s |"
+    assert header in result.stdout
+    cells = " | ".join(f"{seconds[1][name]['seconds']:.0f}" for name in ("generate", "judge", "dataset", "train", "evaluate"))
+    second = f"| 2 | | {cells} |"
+    assert second in result.stdout
 
 
 def test_rerun_does_nothing_and_a_changed_config_is_refused(setup, uninterrupted):
