@@ -9,7 +9,10 @@ Prompts are strings (used as is) or chat conversations (rendered with the chat t
 vision-language model and its processor in place of the tokenizer, a conversation's image parts
 carry images (``{"type": "image", "image": path}``) and completions stay text. Sampling
 is deterministic per chunk of prompts, resumable chunk by chunk, and split across processes under
-accelerate; see :mod:`align.generation.hf`. Only the Hugging Face backend ("hf") exists; the
+accelerate; see :mod:`align.generation.hf`. Text models decode with align's own loop
+(:mod:`align.generation.decode`: one prefill per prompt for its K samples, finished rows leave the
+batch, nucleus sampling without sorting the vocabulary), optionally under bf16 autocast
+(``SamplingConfig.precision``). Only the Hugging Face backend ("hf") exists; the
 :class:`Generator` protocol and :func:`get_generator` leave room for a vLLM one.
 """
 
@@ -21,10 +24,11 @@ from align.generation.base import (
     get_generator,
     register_generator,
 )
-from align.generation.config import SamplingConfig, chunk_bounds, chunk_seed
+from align.generation.config import PRECISIONS, SamplingConfig, chunk_bounds, chunk_seed, fast_bf16
 from align.generation.hf import HFGenerator, encode_prompts, eos_token_ids, prompt_images, sample_completions
 
 __all__ = [
+    "PRECISIONS",
     "ChunkCallback",
     "Generator",
     "HFGenerator",
@@ -35,6 +39,7 @@ __all__ = [
     "chunk_seed",
     "encode_prompts",
     "eos_token_ids",
+    "fast_bf16",
     "get_generator",
     "prompt_images",
     "register_generator",

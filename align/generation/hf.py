@@ -44,6 +44,7 @@ from align.data import prompt_ids
 from align.data.images import is_processor, load_image, message_images, text_tokenizer, vision_inputs
 from align.generation.base import ChunkCallback, Prompt, register_generator
 from align.generation.config import SamplingConfig, chunk_bounds, chunk_seed
+from align.generation.decode import decode, unsupported
 
 __all__ = ["HFGenerator", "encode_prompts", "eos_token_ids", "prompt_images", "sample_completions"]
 
@@ -235,6 +236,28 @@ def _generation_model(model: Any, accelerator: Any) -> Iterator[Any]:
 
 
 @contextmanager
+def _precision(precision: str, device: torch.device, model: torch.nn.Module) -> Iterator[None]:
+    """bfloat16 autocast for ``precision == "bf16"``; nothing for ``"model"``.
+
+    Autocast casts each weight once per context only if it is a leaf that requires grad; frozen
+    weights (a LoRA base, a model with merged adapters) would be cast again at every decoding step,
+    which made sampling 1.6× slower. So frozen floating-point weights are marked as requiring grad
+    for the duration (the body runs under ``no_grad``: no graph is built) and unmarked afterwards."""
+    if precision != "bf16":
+        yield
+        return
+    frozen = [p for p in model.parameters() if not p.requires_grad and p.is_floating_point()]
+    for param in frozen:
+        param.requires_grad_(True)
+    try:
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    finally:
+        for param in frozen:
+            param.requires_grad_(False)
+
+
+@contextmanager
 def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
     was_training = model.training
     model.eval()
@@ -264,8 +287,12 @@ class HFGenerator:
     order, and the completions are text.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, accelerator: Any = None, *, show_progress: bool = True) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, accelerator: Any = None, *, show_progress: bool = True,
+        use_generate: bool = False,
+    ) -> None:  # fmt: skip
         self.model = model
+        self.use_generate = use_generate
         self.processing_class = tokenizer
         self.tokenizer = text_tokenizer(tokenizer)
         self.accelerator = accelerator
@@ -355,22 +382,69 @@ class HFGenerator:
         images = [[load_image(value) for value in values] for values in prompt_images(self.processing_class, chunk)]
         prompt_ids = encode_prompts(self.processing_class, [_with_images(*pair) for pair in zip(chunk, images)])
         copies = 1 if config.greedy else config.num_samples
+        device = _model_device(model)
+        with _seeded_rng(chunk_seed(config.seed, index), device), _precision(config.precision, device, model):
+            if self.use_generate or any(images) or unsupported(model) is not None:
+                texts = self._sample_with_generate(model, prompt_ids, images, copies, config, eos, device)
+            else:
+                texts = self._decode(model, prompt_ids, copies, config, eos)
+        if config.greedy:
+            return [[text] * config.num_samples for text in texts]
+        return [texts[i * copies : (i + 1) * copies] for i in range(len(prompt_ids))]
+
+    def _decode(
+        self, model: Any, prompt_ids: list[list[int]], copies: int, config: SamplingConfig, eos: list[int]
+    ) -> list[str]:
+        """The ``copies`` completions of each prompt (copies of a prompt together) with align's
+        decoding loop (:func:`align.generation.decode.decode`): prompts batched ``batch_size //
+        copies`` at a time, in order of length."""
+        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+        per_batch = max(1, config.batch_size // copies)
+        texts: list[str] = [""] * (len(prompt_ids) * copies)
+        for start in range(0, len(order), per_batch):
+            prompts = order[start : start + per_batch]
+            with torch.no_grad():
+                new_tokens = decode(
+                    model, [prompt_ids[i] for i in prompts], copies=copies, max_new_tokens=config.max_new_tokens,
+                    eos=eos, pad_token_id=self._pad_token_id(model, eos), temperature=config.temperature,
+                    top_k=config.top_k, top_p=config.top_p,
+                )  # fmt: skip
+            decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for n, prompt in enumerate(prompts):
+                texts[prompt * copies : (prompt + 1) * copies] = decoded[n * copies : (n + 1) * copies]
+        return texts
+
+    def _sample_with_generate(
+        self,
+        model: Any,
+        prompt_ids: list[list[int]],
+        images: list[list[Any]],
+        copies: int,
+        config: SamplingConfig,
+        eos: list[int],
+        device: torch.device,
+    ) -> list[str]:
+        """The ``copies`` completions of each prompt (copies of a prompt together) with ``generate``:
+        for vision-language models and models whose generation config asks for more than
+        temperature/top-k/top-p. Sequences (prompt copies) are batched in order of length."""
         sequences = [ids for ids in prompt_ids for _ in range(copies)]
         sequence_images = [values for values in images for _ in range(copies)]
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         texts: list[str] = [""] * len(sequences)
-        device = _model_device(model)
-        with _seeded_rng(chunk_seed(config.seed, index), device):
-            for start in range(0, len(order), config.batch_size):
-                rows = order[start : start + config.batch_size]
-                decoded = self._generate_batch(
-                    model, [sequences[r] for r in rows], [sequence_images[r] for r in rows], config, eos, device
-                )
-                for row, text in zip(rows, decoded):
-                    texts[row] = text
-        if config.greedy:
-            return [[text] * config.num_samples for text in texts]
-        return [texts[i * copies : (i + 1) * copies] for i in range(len(prompt_ids))]
+        for start in range(0, len(order), config.batch_size):
+            rows = order[start : start + config.batch_size]
+            decoded = self._generate_batch(
+                model, [sequences[r] for r in rows], [sequence_images[r] for r in rows], config, eos, device
+            )
+            for row, text in zip(rows, decoded):
+                texts[row] = text
+        return texts
+
+    def _pad_token_id(self, model: Any, eos: list[int]) -> int:
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = getattr(getattr(model, "generation_config", None), "pad_token_id", None)
+        return eos[0] if pad is None else pad
 
     def _generate_batch(
         self,
@@ -386,10 +460,7 @@ class HFGenerator:
 
         The image inputs are built from the padded ids, so inputs aligned with the tokens (e.g.
         Qwen2-VL's ``mm_token_type_ids``) are padded exactly like them."""
-        pad = self.tokenizer.pad_token_id
-        if pad is None:
-            pad = getattr(getattr(model, "generation_config", None), "pad_token_id", None)
-        pad = eos[0] if pad is None else pad
+        pad = self._pad_token_id(model, eos)
         batch = _left_pad(sequences, pad, device)
         if any(images):
             vision = vision_inputs(self.processing_class, images, batch["input_ids"].cpu())
@@ -473,7 +544,8 @@ def sample_completions(
     on_chunk: ChunkCallback | None = None,
     done_chunks: Mapping[int, list[list[str]]] | None = None,
     show_progress: bool = True,
+    use_generate: bool = False,
 ) -> list[list[str]]:
     """K completions per prompt with the Hugging Face backend: ``HFGenerator(...).generate(...)`` in one call."""
-    generator = HFGenerator(model, tokenizer, accelerator, show_progress=show_progress)
+    generator = HFGenerator(model, tokenizer, accelerator, show_progress=show_progress, use_generate=use_generate)
     return generator.generate(prompts, config, on_chunk=on_chunk, done_chunks=done_chunks)

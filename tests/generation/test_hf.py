@@ -56,32 +56,51 @@ def full_run(tiny):
     return out, calls
 
 
-class GenerateSpy:
-    """Records every ``model.generate`` call (its inputs and output) while passing it through."""
+class PrefillSpy:
+    """Records every prefill: each forward call of ``model`` that starts from an empty KV cache (its
+    keyword inputs), whether it comes from ``generate`` or from align's decoding loop."""
 
-    def __init__(self, model):
-        self.model, self.original, self.calls = model, model.generate, []
+    def __init__(self):
+        self.calls = []
 
-    def __call__(self, **kwargs):
-        output = self.original(**kwargs)
-        self.calls.append({"kwargs": kwargs, "output": output})
-        return output
+    def __call__(self, module, args, kwargs):
+        cache = kwargs.get("past_key_values")
+        if cache is None or cache.get_seq_length() == 0:
+            self.calls.append({"kwargs": kwargs})
 
     def fed_prompts(self) -> list[tuple[int, ...]]:
-        """The unpadded prompt ids of every sequence fed to the model."""
+        """The unpadded prompt ids of every sequence prefilled."""
         rows = []
         for call in self.calls:
-            for ids, mask in zip(call["kwargs"]["input_ids"], call["kwargs"]["attention_mask"]):
-                rows.append(tuple(ids[mask.bool()].tolist()))
+            ids = call["kwargs"]["input_ids"]
+            for row, mask in zip(ids, call["kwargs"].get("attention_mask", torch.ones_like(ids))):
+                rows.append(tuple(row[mask.bool()].tolist()))
         return rows
 
 
 @contextmanager
 def spy_on(model):
-    spy = GenerateSpy(model)
-    model.generate = spy
+    spy = PrefillSpy()
+    handle = model.register_forward_pre_hook(spy, with_kwargs=True)
     try:
         yield spy
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def spy_on_generate(model):
+    """Records every ``model.generate`` call (inputs and output) while passing it through."""
+    calls, original = [], model.generate
+
+    def spy(**kwargs):
+        output = original(**kwargs)
+        calls.append({"kwargs": kwargs, "output": output})
+        return output
+
+    model.generate = spy
+    try:
+        yield calls
     finally:
         del model.generate
 
@@ -118,9 +137,11 @@ def test_k_completions_per_prompt(full_run):
     assert all(len(set(samples)) > 1 for samples in out), "sampled completions of a prompt should differ"
 
 
-def test_prompt_ids_fed_to_the_model(tiny):
-    """Conversations get the chat template with the generation prompt; strings are used as is; each
-    prompt is fed K times, left-padded, in batches of at most batch_size sequences."""
+@pytest.mark.parametrize("use_generate", [False, True], ids=["align-decode", "generate"])
+def test_prompt_ids_fed_to_the_model(tiny, use_generate):
+    """Conversations get the chat template with the generation prompt; strings are used as is; the
+    prompts are prefilled left-padded, in batches of at most batch_size sequences: each prompt once
+    by align's decoding loop (its cache then serves the K samples), K times by ``generate``."""
     model, tok = tiny
     expected = []
     for prompt in PROMPTS:
@@ -134,25 +155,37 @@ def test_prompt_ids_fed_to_the_model(tiny):
     assert tok.decode(list(expected[0])).endswith("<|im_start|>assistant\n")
 
     with spy_on(model) as spy:
-        sample_completions(model, tok, PROMPTS, sampling_config(), show_progress=False)
-    assert Counter(spy.fed_prompts()) == Counter({ids: 3 for ids in expected})
-    assert len(spy.calls) == 7  # chunks of 2, 2, 2, 1 prompts × 3 copies in batches of 4: 2 + 2 + 2 + 1 calls
+        sample_completions(model, tok, PROMPTS, sampling_config(), show_progress=False, use_generate=use_generate)
+    copies = 3 if use_generate else 1
+    assert Counter(spy.fed_prompts()) == Counter({ids: copies for ids in expected})
+    # chunks of 2, 2, 2, 1 prompts: × 3 copies in batches of 4 sequences: 2 + 2 + 2 + 1 calls;
+    # align-decode: 4 // 3 = 1 prompt per batch, 7 calls
+    assert len(spy.calls) == 7
     for call in spy.calls:
-        mask = call["kwargs"]["attention_mask"]
+        mask = call["kwargs"].get("attention_mask", torch.ones_like(call["kwargs"]["input_ids"]))  # None: no padding
         assert mask.shape[0] <= 4 and bool(mask[:, -1].all()), "prompts must be left-padded"
         assert call["kwargs"]["use_cache"] is True
     assert tok.padding_side == "right"  # the tokenizer is left as it was
 
 
-def test_completions_are_the_decoded_new_tokens(tiny):
+def test_completions_are_the_decoded_new_tokens(tiny, monkeypatch):
     model, tok = tiny
-    with spy_on(model) as spy:
-        out = sample_completions(model, tok, PROMPTS, sampling_config(), show_progress=False)
+    with spy_on_generate(model) as calls:
+        out = sample_completions(model, tok, PROMPTS, sampling_config(), show_progress=False, use_generate=True)
     decoded = Counter()
-    for call in spy.calls:
+    for call in calls:
         width = call["kwargs"]["input_ids"].shape[1]
         decoded.update(tok.batch_decode(call["output"][:, width:], skip_special_tokens=True))
     assert decoded == Counter(text for samples in out for text in samples)
+    # align's decoding loop: its new tokens, decoded, in the order of the prompts and their copies
+    import align.generation.hf as hf
+
+    tokens, decode = [], hf.decode
+    monkeypatch.setattr(hf, "decode", lambda *a, **k: tokens.append(decode(*a, **k)) or tokens[-1])
+    out = sample_completions(model, tok, PROMPTS, sampling_config(), show_progress=False)
+    assert Counter(tok.batch_decode([row for batch in tokens for row in batch], skip_special_tokens=True)) == Counter(
+        text for samples in out for text in samples
+    )
     for prompt, samples in zip(PROMPTS, out):
         text = prompt if isinstance(prompt, str) else prompt[-1]["content"]
         assert all(text not in sample for sample in samples)
@@ -224,7 +257,7 @@ def test_done_chunks_are_not_regenerated_and_a_chunk_alone_matches_the_full_run(
         resumed = sample_completions(model, tok, PROMPTS, sampling_config(), on_chunk=lambda i, r: calls.append(i),
                                      done_chunks=done, show_progress=False)  # fmt: skip
     assert calls == [1]
-    assert len(spy.calls) == 2  # chunk 1 only: 2 prompts × 3 copies in batches of 4
+    assert len(spy.calls) == 2  # chunk 1 only: 2 prompts, one per batch (4 sequences // 3 copies)
     assert set(spy.fed_prompts()) == {tuple(ids) for ids in encode_prompts(tok, PROMPTS[2:4])}
     assert resumed == done[0] + out[2:4] + out[4:]
 
