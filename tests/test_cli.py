@@ -191,6 +191,7 @@ def test_bad_objective_judge_and_ranges_fail_while_parsing():
         (["--top_p", "0"], "top_p must be in (0, 1]"),
         (["--num_samples", "0"], "num_samples must be a positive integer"),
         (["--iterations", "-1"], "iterations must be >= 0"),
+        (["--sampling_precision", "fp16"], "sampling_precision must be auto, model or bf16, got 'fp16'"),
     ):
         with pytest.raises(ConfigError, match=re.escape(expected)):
             sppo(*argv)

@@ -66,8 +66,18 @@ class LoopArguments:
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (the SPPO paper: 0.7)."})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling (the SPPO paper: 0.9)."})
     max_new_tokens: int = field(default=64, metadata={"help": "Tokens per sampled completion."})
-    generation_batch_size: int = field(default=32, metadata={"help": "Sequences per generate call."})
-    generation_chunk_size: int = field(default=16, metadata={"help": "Prompts per resumable generation chunk."})
+    generation_batch_size: int = field(
+        default=128, metadata={"help": "Sequences decoded together (batch_size // K prompts at a time)."}
+    )
+    generation_chunk_size: int = field(
+        default=32, metadata={"help": "Prompts per resumable generation chunk (caps a batch at chunk × K sequences)."}
+    )
+    sampling_precision: str = field(
+        default="auto",
+        metadata={"help": "Precision of the K samples: 'model' (the model's dtype), 'bf16' (bfloat16 autocast) or "
+                  "'auto' (bf16 when training uses --bf16 and the device has fast bf16 matmuls). Held-out "
+                  "evaluation always decodes in the model's dtype."},
+    )  # fmt: skip
     eval_max_new_tokens: int | None = field(
         default=None, metadata={"help": "Tokens per evaluation answer (default: max_new_tokens)."}
     )
@@ -99,6 +109,8 @@ class LoopArguments:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.iterations == 0:
             return  # no loop: the sampling and judge fields are unused
+        if self.sampling_precision not in ("auto", "model", "bf16"):
+            raise ValueError(f"sampling_precision must be auto, model or bf16, got {self.sampling_precision!r}")
         SamplingConfig(num_samples=self.num_samples, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                        top_p=self.top_p, batch_size=self.generation_batch_size, chunk_size=self.generation_chunk_size)  # fmt: skip
         if self.eval_max_new_tokens is not None and self.eval_max_new_tokens < 1:
@@ -246,7 +258,18 @@ class OnPolicyLoop:
             seed=self.training_args.seed * 1000 + t,
             batch_size=la.generation_batch_size,
             chunk_size=la.generation_chunk_size,
+            precision="model" if greedy else self.sampling_precision(),
         )
+
+    def sampling_precision(self) -> str:
+        """The K samples' precision: ``--sampling_precision``, with ``auto`` resolved to ``bf16`` when
+        training runs in bf16 (``--bf16``) on a device with fast bf16 matmuls, else ``model``."""
+        from align.generation import fast_bf16
+
+        chosen = self.loop_args.sampling_precision
+        if chosen != "auto":
+            return chosen
+        return "bf16" if self.training_args.bf16 and fast_bf16(self.training_args.device) else "model"
 
     @staticmethod
     def generation_prompt(row: dict):

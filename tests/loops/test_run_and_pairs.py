@@ -130,3 +130,25 @@ def test_builders_by_name_and_their_options_are_checked_while_parsing():
         LoopArguments(dataset_builder="sppo_pairs", dataset_options='{"skip_tie": false}')
     with pytest.raises(ValueError, match="--dataset_options is not valid JSON"):
         LoopArguments(dataset_builder="sppo_pairs", dataset_options="{skip_ties: false}")
+
+
+@pytest.mark.parametrize("bf16, chosen, expected", [(True, "auto", None), (False, "auto", "model"),
+                                                    (False, "bf16", "bf16"), (True, "model", "model")])  # fmt: skip
+def test_sampling_precision_follows_training_and_evaluation_stays_in_the_models_dtype(tmp_path, bf16, chosen, expected):
+    """``auto`` samples in bf16 when training does and the device has fast bf16 matmuls; greedy
+    evaluation decodes in the model's dtype whatever is chosen."""
+    from trl import ModelConfig
+
+    from align.generation import fast_bf16
+    from align.loops import LoopArguments, OnPolicyLoop
+    from align.trainers import SPPOConfig, SPPOTrainer
+
+    args = SPPOConfig(output_dir=str(tmp_path), bf16=bf16, report_to="none")
+    loop = OnPolicyLoop(loop_args=LoopArguments(sampling_precision=chosen), training_args=args,
+                        model_args=ModelConfig("unused"), trainer_cls=SPPOTrainer, default_builder="sppo_pairs",
+                        method="sppo")  # fmt: skip
+    expected = expected or ("bf16" if fast_bf16("cpu") else "model")
+    assert loop.sampling().precision == expected
+    assert loop.sampling(greedy=True).precision == "model"
+    with pytest.raises(ValueError, match="sampling_precision must be auto, model or bf16, got 'fp16'"):
+        LoopArguments(sampling_precision="fp16")
