@@ -86,7 +86,7 @@ SHORTEN = {
     "benchmarks/method_comparison.py": "--methods sppo,grpo --iterations 1 --prompts_per_iteration 2 "
     "--num_eval_prompts 2 --num_samples 2 --max_new_tokens 8 --work_dir outputs/method_comparison "
     "--out outputs/method_comparison/results",
-    "benchmarks/generation_throughput.py": "--prompts 1 --k 2 --max_new_tokens 4 --sequential 1",
+    "benchmarks/generation_throughput.py": "--prompts 2 --k 2 --max_new_tokens 4 --sequential 1 --batch_sizes 4",
     "benchmarks/train_throughput.py": "--variants lora --reps 1 --steps 1 --warmup_steps 0 --batch_size 1 "
     "--max_length 64 --peak_repeats 1 --tmp outputs/train_throughput",
 }
