@@ -289,9 +289,8 @@ def test_end_to_end_writes_the_files_and_a_rerun_neither_samples_nor_scores_agai
     from align.evaluation.common import load_eval_model
 
     model, tokenizer = load_eval_model(str(tiny_model_dir))
-    generate_calls = []
-    real_generate = model.generate
-    model.generate = lambda *a, **k: generate_calls.append(1) or real_generate(*a, **k)
+    generate_calls = []  # forward calls of the model: any sampling
+    model.register_forward_pre_hook(lambda *a: generate_calls.append(1))
     config = BestOfNConfig(n=(1, 2), num_samples=4, max_new_tokens=6, batch_size=8, score_chunk_size=2)
     prm, out = LinePRM(), tmp_path / "bon"
 
@@ -373,7 +372,7 @@ def test_command_line(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--generator", str(tiny_model_dir), "--prm", "tests.eval.test_best_of_n:LinePRM",
             "--verifier", "tests.eval.test_best_of_n:LengthVerifier", "--prompts", str(prompts), "--split", "train",
-            "--num_problems", "2", "--n", "1,2", "--max_new_tokens", "4", "--batch_size", "8",
+            "--num_problems", "2", "--n", "1,2", "--max_new_tokens", "8", "--batch_size", "8",
             "--step_checker", "tests.eval.test_best_of_n:check_lines", "--output_dir", str(out)]  # fmt: skip
     result = cli.main(argv)
     printed = capsys.readouterr().out
