@@ -54,7 +54,8 @@ SHORTEN_COMMANDS = {
 SHORTEN = {
     "recipes/rpo.py": RECIPE,
     "recipes/rpo.py --config recipes/configs/rpo_loop.yaml": LOOP,
-    "recipes/sppo.py": LOOP,
+    # 2 samples of 8 tokens may all tie (no SPPO pair is then made): 4 of 16 tokens differ in correctness
+    "recipes/sppo.py": LOOP.replace("--num_samples 2 --max_new_tokens 8", "--num_samples 4 --max_new_tokens 16"),
     # 2 short samples of 2 prompts are often all right or all wrong: keep such lists (entropy and KL only)
     "recipes/haepo.py": f"{LOOP} --dataset_options '{{\"skip_ties\": false}}'",
     "eval/gsm8k.py": "--limit 2 --max_new_tokens 16",
@@ -83,7 +84,8 @@ SHORTEN = {
     "benchmarks/drift_comparison.py": "--methods dpo --max_steps 1 --num_eval 2 --no_overhead "
     "--work_dir outputs/drift_comparison",
     # all four methods on a tiny model: tests/test_method_comparison.py; here two on the real model
-    "benchmarks/method_comparison.py": "--methods sppo,grpo --iterations 1 --prompts_per_iteration 2 "
+    # RPO pairs have a fallback (the gold solution) when no sample is right; SPPO's may all tie here
+    "benchmarks/method_comparison.py": "--methods rpo,grpo --iterations 1 --prompts_per_iteration 2 "
     "--num_eval_prompts 2 --num_samples 2 --max_new_tokens 8 --work_dir outputs/method_comparison "
     "--out outputs/method_comparison/results",
     "benchmarks/generation_throughput.py": "--prompts 2 --k 2 --max_new_tokens 4 --sequential 1 --batch_sizes 4",
