@@ -1,8 +1,17 @@
-"""Training throughput and memory: align's RPOTrainer (α = 0, i.e. DPO) against TRL's DPOTrainer.
+"""Training throughput and memory: align's trainers against TRL's DPOTrainer on the same tokens.
 
     python benchmarks/train_throughput.py                       # ~43M Llama-shaped model, CPU, ~13 min
-    python benchmarks/train_throughput.py --model smollm2 --reps 2 --variants separate
+    python benchmarks/train_throughput.py --shape lists --variants separate,lora    # HAEPO, lists of K = 4
+    python benchmarks/train_throughput.py --shape singles --variants separate,lora  # SAFE-ALIGN, singles
+    python benchmarks/train_throughput.py --model smollm2 --data gsm8k --variants lora --autocast
     python benchmarks/train_throughput.py --model qwen0.5b --dtype bf16 --max_length 1024   # on a GPU
+
+``--shape`` is what align trains on: ``pairs`` (RPOTrainer with α = 0, i.e. DPO), ``lists`` (the
+HAEPOTrainer on lists of K = 4 completions of a prompt, with its KL to the reference) or
+``singles`` (the SafeAlignTrainer on labelled single completions, no reference). TRL's peer is
+DPOTrainer on the same tokens arranged as pairs: a list of 4 as 2 pairs of its prompt, 2 singles
+of a prompt as 1 pair; each step trains the same sequences in both. ``--autocast`` trains both
+under bf16 autocast (``--bf16``, the recipes' setting) with fp32 weights; its peak is the bf16 one.
 
 Both trainers get the same randomly initialised model (seeded), the same preference pairs, the
 same batch size, optimizer and steps. Each trial runs in a fresh subprocess (so peak memory is
@@ -45,6 +54,8 @@ MODELS = {
 }  # fmt: skip
 VARIANTS = ("separate", "precomputed", "lora")
 DATA_NAMES = {"long_tailed": "long-tailed lengths", "gsm8k": "GSM8K pairs"}
+SHAPE_NAMES = {"pairs": "pairs (RPOTrainer, α = 0)", "lists": "lists of 4 (HAEPOTrainer)",
+               "singles": "labelled singles (SafeAlignTrainer)"}  # fmt: skip
 
 
 # -- data ----------------------------------------------------------------------------------------------
@@ -65,9 +76,10 @@ def word_vocabulary(tokenizer, size: int = 4000) -> list[str]:
     return words
 
 
-def long_tailed_pairs(tokenizer, n: int, seed: int, max_length: int) -> list[dict]:
-    """Pairs with log-normal prompt and completion lengths (medians 48 and 96 tokens, long right
-    tails), clipped so every pair fits max_length."""
+def long_tailed_pairs(tokenizer, n: int, seed: int, max_length: int, k: int = 2) -> list[dict]:
+    """Pairs (``k`` = 2; else groups ``{"prompt", "completions"}`` of ``k``) with log-normal prompt
+    and completion lengths (medians 48 and 96 tokens, long right tails), clipped so every
+    sequence fits max_length."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -80,9 +92,34 @@ def long_tailed_pairs(tokenizer, n: int, seed: int, max_length: int) -> list[dic
     for _ in range(n):
         prompt = int(np.clip(rng.lognormal(np.log(48), 0.7), 4, max_length // 3))
         room = max_length - prompt - 1  # one token for the eos both trainers append
-        chosen, rejected = (int(np.clip(rng.lognormal(np.log(96), 0.8), 2, room)) for _ in range(2))
-        rows.append({"prompt": text(prompt), "chosen": text(chosen), "rejected": text(rejected)})
+        lengths = [int(np.clip(rng.lognormal(np.log(96), 0.8), 2, room)) for _ in range(k)]
+        if k == 2:
+            rows.append({"prompt": text(prompt), "chosen": text(lengths[0]), "rejected": text(lengths[1])})
+        else:
+            rows.append({"prompt": text(prompt), "completions": [text(length) for length in lengths]})
     return rows
+
+
+def shaped_rows(args, tokenizer, steps: int) -> tuple[list[dict], list[dict]]:
+    """(align's rows, TRL's pairs) holding the same sequences, ``args.batch_size`` pairs' worth a step."""
+    if args.data == "gsm8k":
+        from align.data.gsm8k import LOCAL_GSM8K_TRAIN, gsm8k_pairs, load_gsm8k
+
+        pairs, _ = gsm8k_pairs(load_gsm8k(LOCAL_GSM8K_TRAIN), num_examples=steps * args.batch_size, seed=args.seed)
+        return pairs, pairs
+    if args.shape == "pairs":
+        pairs = long_tailed_pairs(tokenizer, steps * args.batch_size, args.seed, args.max_length)
+        return pairs, pairs
+    if args.shape == "lists":
+        groups = long_tailed_pairs(tokenizer, steps * max(1, args.batch_size // 2), args.seed, args.max_length, k=4)
+        lists = [{**g, "returns": [1.0, 0.0, 0.5, 0.25]} for g in groups]
+        pairs = [{"prompt": g["prompt"], "chosen": g["completions"][i], "rejected": g["completions"][i + 1]}
+                 for g in groups for i in (0, 2)]  # fmt: skip
+        return lists, pairs
+    pairs = long_tailed_pairs(tokenizer, steps * args.batch_size, args.seed, args.max_length)
+    singles = [{"prompt": p["prompt"], "completion": p[key], "label": label}
+               for p in pairs for key, label in (("chosen", 1), ("rejected", 0))]  # fmt: skip
+    return singles, pairs
 
 
 # -- one trial (runs in its own process) -----------------------------------------------------------------
@@ -118,13 +155,8 @@ def run_trial(args) -> dict:
     from datasets import Dataset
 
     steps = args.warmup_steps + args.steps
-    if args.data == "gsm8k":
-        from align.data.gsm8k import LOCAL_GSM8K_TRAIN, gsm8k_pairs, load_gsm8k
-
-        rows, _ = gsm8k_pairs(load_gsm8k(LOCAL_GSM8K_TRAIN), num_examples=steps * args.batch_size, seed=args.seed)
-    else:
-        rows = long_tailed_pairs(tokenizer, steps * args.batch_size, args.seed, args.max_length)
-    data = Dataset.from_list(rows)
+    align_rows, trl_rows = shaped_rows(args, tokenizer, steps)
+    data = Dataset.from_list(align_rows if args.trainer == "align" else trl_rows)
     peft_config = None
     if args.variant == "lora":
         from peft import LoraConfig
@@ -133,16 +165,18 @@ def run_trial(args) -> dict:
     common = dict(
         output_dir=str(Path(args.tmp) / f"{args.trainer}"), per_device_train_batch_size=args.batch_size,
         max_steps=steps, learning_rate=1e-5, logging_steps=10**6, save_strategy="no", report_to="none",
-        disable_tqdm=True, seed=args.seed, max_length=args.max_length, beta=0.1, bf16=False,
+        disable_tqdm=True, seed=args.seed, max_length=args.max_length, bf16=args.autocast,
         dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
     )  # fmt: skip
     precompute = args.variant == "precomputed"
     # The same frozen copy for both trainers (TRL cannot rebuild one from a config-built model);
     # LoRA needs none (the adapter is disabled) and precomputing uses it once.
-    ref_model = None if args.variant == "lora" else copy.deepcopy(model)
+    # align on singles (SAFE-ALIGN) needs no reference; on lists (HAEPO) it has one for its KL
+    reference = not precompute and not (args.trainer == "align" and args.shape == "singles")
+    ref_model = None if args.variant == "lora" or not reference else copy.deepcopy(model)
     times, tokens, completions, attention = [], [], [], []
     layers, hidden = config.num_hidden_layers, config.hidden_size
-    attention_passes = 3 + (0 if precompute else 1)  # policy forward + backward (2×), reference forward
+    attention_passes = 3 + (1 if reference else 0)  # policy forward + backward (2×), reference forward
 
     class Timer(TrainerCallback):
         def on_step_begin(self, *_, **__):
@@ -164,15 +198,24 @@ def run_trial(args) -> dict:
         attention.append(attention_passes * 2 * layers * hidden * float((lengths.double() ** 2).sum()))
 
     if args.trainer == "align":
-        from align.trainers import RPOConfig, RPOTrainer
+        from align import trainers
 
-        class Counting(RPOTrainer):
+        trainer_cls, config_cls, extra = {
+            "pairs": (trainers.RPOTrainer, trainers.RPOConfig, {"alpha": 0.0, "beta": 0.1}),
+            "lists": (trainers.HAEPOTrainer, trainers.HAEPOConfig, {}),
+            "singles": (trainers.SafeAlignTrainer, trainers.SafeAlignConfig, {}),
+        }[args.shape]
+        # the same sequences per step as TRL's batch_size pairs: 2·batch_size singles, batch_size/2 lists of 4
+        # (at least one: with --batch_size 1 a list of 4 against one pair)
+        per_step = {"pairs": args.batch_size, "lists": max(1, args.batch_size // 2), "singles": 2 * args.batch_size}[args.shape]
+
+        class Counting(trainer_cls):
             def training_step(self, model, inputs, *rest, **kw):
                 count(inputs)
                 return super().training_step(model, inputs, *rest, **kw)
 
-        cfg = RPOConfig(**common, alpha=0.0, padding_free=args.padding_free,
-                        reference="precomputed" if precompute else "auto")  # fmt: skip
+        cfg = config_cls(**{**common, "per_device_train_batch_size": per_step}, **extra, padding_free=args.padding_free,
+                         reference="precomputed" if precompute else "auto")  # fmt: skip
         trainer = Counting(model, cfg, data, None, tokenizer, ref_model=ref_model, peft_config=peft_config, callbacks=[Timer()])
     else:
         from trl import DPOConfig, DPOTrainer
@@ -182,13 +225,13 @@ def run_trial(args) -> dict:
                 count(inputs)
                 return super().training_step(model, inputs, *rest, **kw)
 
-        cfg = DPOConfig(**common, loss_type=["sigmoid"], precompute_ref_log_probs=precompute)
+        cfg = DPOConfig(**common, beta=0.1, loss_type=["sigmoid"], precompute_ref_log_probs=precompute)
         trainer = Counting(model=model, ref_model=ref_model, args=cfg, train_dataset=data, processing_class=tokenizer,
                            peft_config=peft_config, callbacks=[Timer()])  # fmt: skip
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     trainer.train()
     measured_t, measured_tok = times[args.warmup_steps :], tokens[args.warmup_steps :]
-    body, head = flops_per_token(config, lora=args.variant == "lora", reference=not precompute)
+    body, head = flops_per_token(config, lora=args.variant == "lora", reference=reference)
     warm = args.warmup_steps
     flops = body * sum(measured_tok) + head * sum(completions[warm:]) + sum(attention[warm:])
     peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
@@ -247,12 +290,15 @@ def matmul_peak(model: str, dtype: str, tokens: int = 2048, repeats: int = 20) -
 
 def trial(args, trainer: str, variant: str) -> dict:
     cmd = [sys.executable, __file__, "--trial", "--trainer", trainer, "--variant", variant]
-    for key in ("model", "data", "dtype", "batch_size", "max_length", "steps", "warmup_steps", "seed", "threads", "tmp"):
+    for key in ("model", "data", "shape", "dtype", "batch_size", "max_length", "steps", "warmup_steps", "seed", "threads",
+                "tmp"):  # fmt: skip
         value = getattr(args, key)
         if value is not None:
             cmd += [f"--{key}", str(value)]
     if not args.padding_free:
         cmd.append("--padded")
+    if args.autocast:
+        cmd.append("--autocast")
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if out.returncode != 0:
         raise RuntimeError(f"trial {trainer}/{variant} failed:\n{out.stderr[-4000:]}")
@@ -279,8 +325,9 @@ def summarize(trials: list[dict], peak: dict) -> list[dict]:
 
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [
-        f"Model `{meta['model']}` ({meta['parameters'] / 1e6:.1f}M parameters, {meta['dtype']}), batch {meta['batch_size']} "
-        f"pairs, {DATA_NAMES[meta['data']]} (max {meta['max_length']}), {meta['steps']} timed steps after {meta['warmup_steps']} "
+        f"Model `{meta['model']}` ({meta['parameters'] / 1e6:.1f}M parameters, {meta['dtype']}"
+        f"{', bf16 autocast' if meta.get('autocast') else ''}), align trains {SHAPE_NAMES[meta.get('shape', 'pairs')]}, "
+        f"TRL the same sequences as pairs, batch {meta['batch_size']} pairs' worth, {DATA_NAMES[meta['data']]} (max {meta['max_length']}), {meta['steps']} timed steps after {meta['warmup_steps']} "
         f"warm-up, median of {meta['reps']} alternating trials; {meta['machine']}; matmul peak on the model's GEMM mix "
         f"{meta['matmul_peak']['model_mix'] / 1e9:.0f} GFLOP/s.",
         "",
@@ -302,7 +349,10 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--data", choices=["long_tailed", "gsm8k"], default="long_tailed",
                         help="long-tailed synthetic lengths, or GSM8K pairs (chat template; ../shared/data or the hub)")
-    parser.add_argument("--batch_size", type=int, default=4, help="pairs per step")
+    parser.add_argument("--shape", choices=sorted(SHAPE_NAMES), default="pairs",
+                        help="what align trains on (TRL trains the same sequences as pairs)")
+    parser.add_argument("--autocast", action="store_true", help="train both under bf16 autocast (--bf16)")
+    parser.add_argument("--batch_size", type=int, default=4, help="pairs per step (or the same sequences)")
     parser.add_argument("--max_length", type=int, default=512)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per trial")
     parser.add_argument("--warmup_steps", type=int, default=2)
@@ -320,11 +370,14 @@ def main() -> None:
     parser.add_argument("--trainer", choices=["align", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.trial and args.shape != "pairs" and (args.data != "long_tailed" or "precomputed" in args.variants.split(",")):
+        parser.error("--shape lists/singles: long-tailed data and the separate or lora variants only")
     if args.trial:
         print(json.dumps(run_trial(args)))
         return
 
-    peak = matmul_peak(args.model, args.dtype, repeats=args.peak_repeats)
+    peak_dtype = "bf16" if args.autocast else args.dtype
+    peak = matmul_peak(args.model, peak_dtype, repeats=args.peak_repeats)
     trials = []
     for variant in args.variants.split(","):
         for rep in range(args.warmup_trials + args.reps):  # warm-up rounds are run, printed, not counted
@@ -336,7 +389,7 @@ def main() -> None:
                     trials.append(result)
     # The machine's limit is the best throughput observed: measure again after the trials (a
     # background process during the first measurement would otherwise inflate every percentage).
-    after = matmul_peak(args.model, args.dtype, repeats=args.peak_repeats)
+    after = matmul_peak(args.model, peak_dtype, repeats=args.peak_repeats)
     if after["model_mix"] > peak["model_mix"]:
         peak = after
     import torch
@@ -344,7 +397,8 @@ def main() -> None:
     machine = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"
     if torch.cuda.is_available():
         machine = torch.cuda.get_device_name()
-    meta = {**{k: getattr(args, k) for k in ("model", "data", "dtype", "batch_size", "max_length", "steps", "warmup_steps", "reps")},
+    meta = {**{k: getattr(args, k) for k in ("model", "data", "shape", "autocast", "dtype", "batch_size", "max_length", "steps",
+                                             "warmup_steps", "reps")},
             "parameters": trials[0]["parameters"], "machine": machine, "matmul_peak": peak,
             "padding_free": args.padding_free, "command": " ".join(sys.argv)}  # fmt: skip
     rows = summarize(trials, peak)
