@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["decode", "sample_tokens", "sampling_weights", "unsupported"]
+__all__ = ["decode", "left_pad", "sample_tokens", "sampling_weights", "unsupported"]
 
 # GenerationConfig fields that make ``generate`` process logits beyond temperature/top-k/top-p, or
 # decode other than one sampled/greedy token per step. Any of them set off its default sends the
@@ -125,6 +125,19 @@ def _draw(weights: torch.Tensor, generator: Any) -> torch.Tensor:
     return torch.searchsorted(cdf, u, right=True)[:, 0].clamp_(max=cdf.shape[-1] - 1)
 
 
+def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Left-padded ``input_ids`` and ``attention_mask``, so every prompt ends where generation starts.
+
+    Padding here rather than with the tokenizer leaves the tokenizer's ``padding_side`` untouched."""
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, width - len(seq) :] = torch.tensor(list(seq), dtype=torch.long)
+        attention_mask[row, width - len(seq) :] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+
+
 def decode(
     model: Any,
     prompts: Sequence[Sequence[int]],
@@ -149,13 +162,8 @@ def decode(
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
-    width = max(len(p) for p in prompts)
-    input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, ids in enumerate(prompts):
-        input_ids[row, width - len(ids) :] = torch.tensor(list(ids), dtype=torch.long)
-        mask[row, width - len(ids) :] = 1
-    input_ids, mask = input_ids.to(device), mask.to(device)
+    batch = left_pad(prompts, pad_token_id, device)
+    input_ids, mask = batch["input_ids"], batch["attention_mask"]
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
     cache = DynamicCache(config=getattr(model, "config", None))
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,

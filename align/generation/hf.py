@@ -44,7 +44,7 @@ from align.data import prompt_ids
 from align.data.images import is_processor, load_image, message_images, text_tokenizer, vision_inputs
 from align.generation.base import ChunkCallback, Prompt, register_generator
 from align.generation.config import SamplingConfig, chunk_bounds, chunk_seed
-from align.generation.decode import decode, unsupported
+from align.generation.decode import decode, left_pad, unsupported
 
 __all__ = ["HFGenerator", "encode_prompts", "eos_token_ids", "prompt_images", "sample_completions"]
 
@@ -138,19 +138,6 @@ def eos_token_ids(tokenizer: Any, model: Any) -> list[int]:
     if not ids:
         raise ValueError("neither the tokenizer nor the model's generation config defines an EOS token")
     return ids
-
-
-def _left_pad(sequences: list[list[int]], pad_token_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Left-padded ``input_ids`` and ``attention_mask``, so every prompt ends where generation starts.
-
-    Padding here rather than with the tokenizer leaves the tokenizer's ``padding_side`` untouched."""
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        attention_mask[row, width - len(seq) :] = 1
-    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
 
 
 def _cut_at_eos(tokens: list[int], eos: set[int]) -> list[int]:
@@ -461,7 +448,7 @@ class HFGenerator:
         The image inputs are built from the padded ids, so inputs aligned with the tokens (e.g.
         Qwen2-VL's ``mm_token_type_ids``) are padded exactly like them."""
         pad = self._pad_token_id(model, eos)
-        batch = _left_pad(sequences, pad, device)
+        batch = left_pad(sequences, pad, device)
         if any(images):
             vision = vision_inputs(self.processing_class, images, batch["input_ids"].cpu())
             batch.update({key: value.to(device) for key, value in vision.items()})
