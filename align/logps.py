@@ -49,9 +49,10 @@ def selective_logps(logits: torch.Tensor, targets: torch.Tensor, *, entropy: boo
 class PackedIndex(NamedTuple):
     """Where the completion tokens of a packed batch are predicted.
 
-    ``keep`` (M,): the positions of row 0 whose next token is a completion token (the LM head runs
-    only there); ``targets`` (M,): those next tokens; ``seq`` (M,): the packed sequence each belongs
-    to, in 0..``num_seqs``−1.
+    ``keep`` (M,): the positions of row 0 that predict a completion token (the LM head runs only
+    there): the position before it, or for the first token of a sequence that shares a prompt, the
+    prompt's last token; ``targets`` (M,): those completion tokens; ``seq`` (M,): the packed
+    sequence each belongs to, in 0..``num_seqs``−1.
     """
 
     keep: torch.Tensor
@@ -61,14 +62,23 @@ class PackedIndex(NamedTuple):
 
 
 def packed_completion_index(inputs: dict[str, torch.Tensor]) -> PackedIndex:
-    """The :class:`PackedIndex` of a packed batch (``input_ids`` (1, T), ``completion_mask`` and
-    ``seq_lens``). Position t predicts token t + 1; a completion token never starts a packed
-    sequence (prompts are non-empty), so the shift never crosses into the next sequence at a target."""
+    """The :class:`PackedIndex` of a packed batch (``input_ids``, ``position_ids`` and
+    ``completion_mask`` (1, T), ``seq_lens``). Position t − 1 predicts token t within a sequence; a
+    sequence that starts at position P > 0 continues the first P tokens of the latest sequence
+    starting at 0 (a shared prompt, see :class:`align.data.PreferenceCollator`), so its first token
+    is predicted at that sequence's start + P − 1. A sequence that starts at 0 starts with a prompt
+    token, never a target, so no prediction crosses into another sequence."""
     input_ids, seq_lens = inputs["input_ids"], inputs["seq_lens"].to(inputs["input_ids"].device)
-    target_mask = inputs["completion_mask"][0, 1:].bool()
-    token_seq = torch.repeat_interleave(torch.arange(len(seq_lens), device=input_ids.device), seq_lens)
-    keep = target_mask.nonzero().squeeze(1)
-    return PackedIndex(keep, input_ids[0, keep + 1], token_seq[1:][target_mask], len(seq_lens))
+    device = input_ids.device
+    positions = inputs["position_ids"][0].to(device) if "position_ids" in inputs else torch.arange(input_ids.shape[1], device=device)
+    index = torch.arange(positions.numel(), device=device)
+    starts = torch.ones_like(positions, dtype=torch.bool)
+    starts[1:] = positions[1:] != positions[:-1] + 1
+    root = torch.where(positions == 0, index, 0).cummax(0).values  # the latest sequence starting at 0
+    previous = torch.where(starts, root + positions - 1, index - 1)
+    target = inputs["completion_mask"][0].bool().nonzero().squeeze(1)
+    token_seq = torch.repeat_interleave(torch.arange(len(seq_lens), device=device), seq_lens)
+    return PackedIndex(previous[target], input_ids[0, target], token_seq[target], len(seq_lens))
 
 
 def completion_logps(model: torch.nn.Module, inputs: dict[str, torch.Tensor], *, entropy: bool = False) -> dict:

@@ -17,7 +17,8 @@ Both trainers get the same randomly initialised model (seeded), the same prefere
 same batch size, optimizer and steps. Each trial runs in a fresh subprocess (so peak memory is
 its own), alternating ours/TRL after one warm-up trial each; each trial times the steps after
 its own warm-up steps. Reported: medians over trials of trained tokens/s (prompt + completion
-tokens of every sequence actually fed to the model, padding excluded), seconds/step and peak
+tokens of every sequence trained, padding excluded; a prompt counts once per completion also
+where align packs it once for all of them), seconds/step and peak
 resident memory, the ratios ours/TRL, and the achieved FLOP/s as a fraction of this machine's
 measured matmul throughput on the model's GEMM shapes.
 
@@ -26,7 +27,9 @@ Useful FLOPs, the same count for both trainers: per trained token 6·N_body for 
 (0 when precomputed); the LM head (N_head = d·V) the same way but only per completion token,
 the only positions whose logits the loss needs; plus causal attention, 2·L·d·s per token
 forward (×3 with backward) in a sequence of s tokens. N_body counts the non-embedding
-parameters of the decoder layers.
+parameters of the decoder layers. align's shared prompts (one copy of a prompt for its K
+completions) run fewer FLOPs than this count: its share of the peak is useful work per second,
+comparable with TRL's, and can exceed what its matmuls reach.
 
 Writes ``benchmarks/results/train_throughput.{json,md}`` (``--out``).
 """
@@ -191,7 +194,12 @@ def run_trial(args) -> dict:
 
     def count(inputs):
         mask = inputs.get("attention_mask")
-        lengths = mask.sum(1) if mask is not None else inputs["seq_lens"]
+        if mask is not None:
+            lengths = mask.sum(1)
+        else:  # packed; a sequence that shares its prompt (starts at position P > 0) trains P more tokens
+            seq_lens = inputs["seq_lens"]
+            starts = torch.cumsum(seq_lens, 0) - seq_lens
+            lengths = seq_lens + inputs["position_ids"][0, starts]
         tokens.append(int(lengths.sum()))
         completions.append(int(inputs["completion_mask"].sum()))
         # causal attention of a sequence of s tokens: QKᵀ and AV, s²·d multiply-adds each per layer

@@ -94,3 +94,58 @@ def test_only_sdpa_text_models_switch_and_the_name_is_not_saved(tmp_path):
     assert VARLEN_SDPA not in (tmp_path / "config.json").read_text()
     reloaded = LlamaForCausalLM.from_pretrained(tmp_path, attn_implementation="sdpa")
     assert reloaded.config._attn_implementation == "sdpa"
+
+
+def test_bf16_sequences_are_attended_in_fp32_on_cpu():
+    """On CPU the fused kernel is much slower in bf16 than in fp32 for short sequences, so a bf16
+    packed row is attended in fp32 and returned in bf16: exactly fp32 attention, rounded once."""
+    import torch.nn.functional as F
+
+    from align.attention import varlen_sdpa_attention_forward
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 4, 12, 8).to(torch.bfloat16) for _ in range(3))
+    positions = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6]])
+    module = torch.nn.Module()
+    out, _ = varlen_sdpa_attention_forward(module, q, k, v, None, scaling=0.5, position_ids=positions)
+    assert out.dtype == torch.bfloat16 and out.shape == (1, 12, 4, 8)
+    expected = torch.cat(
+        [F.scaled_dot_product_attention(q[:, :, s:e].float(), k[:, :, s:e].float(), v[:, :, s:e].float(), is_causal=True, scale=0.5)
+         for s, e in [(0, 5), (5, 12)]], dim=2,
+    ).to(torch.bfloat16).transpose(1, 2)  # fmt: skip
+    assert torch.equal(out, expected)
+    in_bf16 = torch.cat(
+        [F.scaled_dot_product_attention(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], is_causal=True, scale=0.5) for s, e in [(0, 5), (5, 12)]],
+        dim=2,
+    ).transpose(1, 2)
+    assert not torch.equal(out, in_bf16)  # the bf16 kernel rounds differently: this checks the upcast
+
+
+@pytest.mark.parametrize("build", [llama, lambda: qwen2_sliding(4)], ids=["llama-gqa", "qwen2-sliding-window"])
+def test_a_shared_prompt_gives_each_completion_the_logits_and_gradients_of_its_own_copy(build):
+    """[prompt, c1, c2, c3, other] with c2 and c3 starting at position len(prompt) (they continue the
+    prompt, packed once) against [prompt+c1, prompt+c2, prompt+c3, other], each with its own copy:
+    the same logits at every position of the shared row, and the same gradients of a loss on them."""
+    model = build()
+    assert use_varlen_attention(model)
+    generator = torch.Generator().manual_seed(2)
+    prompt, c1, c2, c3, other = (torch.randint(0, 97, (n,), generator=generator) for n in (6, 3, 5, 1, 4))
+    p = len(prompt)
+    weights = torch.randn(6 + 3 + 5 + 1 + 4, 97, generator=generator)
+
+    copies = packed_logits(model, [torch.cat([prompt, c]) for c in (c1, c2, c3)] + [other])
+    # rows of the copies that the shared row also has: the first copy whole, then each completion, then other
+    first, second, third = 0, p + 3, 2 * p + 3 + 5
+    rows = [*range(p + 3), *range(second + p, second + p + 5), third + p, *range(third + p + 1, third + p + 5)]
+    expected = copies[rows]
+    (expected * weights).sum().backward()
+    grads = {n: q.grad.clone() for n, q in model.named_parameters()}
+    model.zero_grad()
+
+    input_ids = torch.cat([prompt, c1, c2, c3, other])[None]
+    position_ids = torch.cat([torch.arange(p + 3), torch.arange(p, p + 5), torch.arange(p, p + 1), torch.arange(4)])[None]
+    shared = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits[0]
+    (shared * weights).sum().backward()
+    torch.testing.assert_close(shared, expected, atol=1e-5, rtol=1e-5)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, grads[name], atol=1e-5, rtol=1e-5, msg=name)

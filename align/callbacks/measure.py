@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from align.attention import uses_varlen_attention
 from align.data import PreferenceCollator, carried
 from align.logps import completion_logps, packed_completion_index  # the training forward and its index
 
@@ -85,8 +86,8 @@ def _pair_rows(rows) -> list[dict]:
     return out
 
 
-def _batches(rows, batch_size: int, pad_token_id: int, processor=None):
-    collator = PreferenceCollator(pad_token_id, padding_free=True, processor=processor)
+def _batches(rows, batch_size: int, pad_token_id: int, processor=None, share_prompt: bool = False):
+    collator = PreferenceCollator(pad_token_id, padding_free=True, processor=processor, share_prompt=share_prompt)
     rows = _pair_rows(rows)
     for start in range(0, len(rows), batch_size):
         yield collator(rows[start : start + batch_size])
@@ -114,7 +115,8 @@ def measure_pairs(
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in ("logps", "tokens", "entropy", "mass", "hidden")}
     try:
-        for batch in _batches(rows, batch_size, pad_token_id, processor):
+        # each prompt once, before both completions, where the model's attention reads that layout
+        for batch in _batches(rows, batch_size, pad_token_id, processor, share_prompt=uses_varlen_attention(model)):
             input_ids = batch["input_ids"].to(device)
             vision = {k: v.to(device) for k, v in batch.pop("vision", {}).items()}
             keep, targets, seq, n = packed_completion_index({k: v.to(device) for k, v in batch.items()})

@@ -48,6 +48,15 @@ class PreferenceCollator:
     - no ``attention_mask``: with ``attention_mask=None`` and ``position_ids`` given, transformers
       builds the block-diagonal causal mask from the position restarts (flash-attention and SDPA).
 
+    Shared prompts (``share_prompt=True``, packed layout, rows without images): a row's prompt is
+    packed once, before its first completion; each further completion follows as a sequence of
+    its own whose ``position_ids`` start at the prompt length P (not 0), ``seq_lens`` counting its
+    completion tokens only. Such a sequence continues the first P tokens of the latest sequence
+    that starts at 0, which only :mod:`align.attention`'s varlen attention and
+    :func:`align.logps.packed_completion_index` read that way (prefix sharing, Wang et al. 2024,
+    "Accelerating Direct Preference Optimization with Prefix Sharing"): K completions of a P-token
+    prompt cost P + Σ n_k tokens instead of K·P + Σ n_k.
+
     Rows with images (``images``, ``completion_images``; a ``processor`` is then required): sequence (b, k)
     shows ``images_b + completion_images_bk`` in placeholder order, and ``vision`` holds the model's image
     inputs for the N sequences in (b, k) order (:func:`align.data.images.vision_inputs`, e.g. LLaVA's
@@ -64,6 +73,7 @@ class PreferenceCollator:
     pad_token_id: int
     padding_free: bool = False
     processor: Any = None
+    share_prompt: bool = False
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         if not rows:
@@ -72,6 +82,7 @@ class PreferenceCollator:
         group_mask = torch.zeros(batch_size, k_max, dtype=torch.bool)
         counts = torch.zeros(batch_size, k_max, dtype=torch.long)
         sequences, targets = [], []  # targets: per sequence, 0/1 per token (1 = trained completion token)
+        shared = []  # per sequence, the length of the prompt it shares with the sequence before it (0: none)
         images = []  # per sequence, its image values in placeholder order
         image_ids = set(image_token_ids(self.processor))
         for b, row in enumerate(rows):
@@ -93,6 +104,7 @@ class PreferenceCollator:
                     raise ValueError(f"batch row {b}: completion {k}: image placeholder tokens are marked as trained")
                 group_mask[b, k], counts[b, k] = True, sum(mask)
                 sequences.append(prompt + list(completion))
+                shared.append(len(prompt) if k > 0 else 0)
                 targets.append([0] * len(prompt) + mask)
                 images.append(list(row.get("images") or []) + list(completion_images[k] or []))
         if any(images) and self.processor is None:
@@ -117,10 +129,12 @@ class PreferenceCollator:
 
         lens = [len(s) for s in sequences]
         if self.padding_free:
-            out["input_ids"] = torch.tensor([t for s in sequences for t in s], dtype=torch.long)[None]
-            out["position_ids"] = torch.cat([torch.arange(n) for n in lens])[None]
-            out["completion_mask"] = torch.tensor([t for m in targets for t in m], dtype=torch.long)[None]
-            out["seq_lens"] = torch.tensor(lens, dtype=torch.long)
+            if not (self.share_prompt and not any(images)):
+                shared = [0] * len(sequences)
+            out["input_ids"] = torch.tensor([t for s, p in zip(sequences, shared) for t in s[p:]], dtype=torch.long)[None]
+            out["position_ids"] = torch.cat([torch.arange(p, n) for n, p in zip(lens, shared)])[None]
+            out["completion_mask"] = torch.tensor([t for m, p in zip(targets, shared) for t in m[p:]], dtype=torch.long)[None]
+            out["seq_lens"] = torch.tensor([n - p for n, p in zip(lens, shared)], dtype=torch.long)
         else:
             n_seq, width = len(sequences), max(lens)
             input_ids = torch.full((n_seq, width), self.pad_token_id, dtype=torch.long)

@@ -77,6 +77,13 @@ class PreferenceConfig(TrainingArguments):
         default=True,
         metadata={"help": "Pack the batch's sequences into one row (no padding) with restarting position_ids."},
     )
+    share_prompt: bool = field(
+        default=True,
+        metadata={
+            "help": "Packed batches: a prompt's completions attend to one copy of it (prefix sharing), where align's "
+            "varlen attention runs (sdpa models); otherwise each completion gets its own copy."
+        },
+    )
     reference: str = field(
         default="auto",
         metadata={
@@ -285,11 +292,13 @@ class PreferenceTrainer(Trainer):
             disable_dropout_in_model(model)
             if self.ref_model is not None:
                 disable_dropout_in_model(self.ref_model)
+        self.share_prompt = False
         if self.padding_free:
             # Attend within each packed sequence (Σ n_i² work) instead of over the whole row (T²).
-            for module in (model, self.ref_model):
-                if module is not None:
-                    use_varlen_attention(module)
+            switched = [use_varlen_attention(m) for m in (model, self.ref_model) if m is not None]
+            # One copy of each prompt per batch: only the varlen attention reads that layout
+            # (flash-attention's packing would run the completions as one sequence).
+            self.share_prompt = args.share_prompt and all(switched)
         outputs = ("log_probs", "entropy") if self._needs_entropy else ("log_probs",)
         add_fused_lm_head(model.get_base_model() if _is_peft(model) else model, outputs=outputs)
         if self.ref_model is not None:
@@ -358,9 +367,9 @@ class PreferenceTrainer(Trainer):
 
     def _collator(self, processing_class) -> PreferenceCollator:
         pad = text_tokenizer(processing_class).pad_token_id
-        if is_processor(processing_class):
-            return PreferenceCollator(pad, padding_free=self.padding_free, processor=processing_class)
-        return PreferenceCollator(pad, padding_free=self.padding_free)
+        if is_processor(processing_class):  # rows with images never share their prompt (per-sequence image inputs)
+            return PreferenceCollator(pad, padding_free=self.padding_free, processor=processing_class, share_prompt=self.share_prompt)
+        return PreferenceCollator(pad, padding_free=self.padding_free, share_prompt=self.share_prompt)
 
     def _bind_callbacks(self) -> None:
         """Give callbacks that need the trainer (e.g. LikelihoodDriftCallback: the datasets, the

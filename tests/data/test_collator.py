@@ -44,6 +44,26 @@ def test_packed_layout():
     assert out["group_mask"].tolist() == [[True, True], [True, False]]
 
 
+def test_shared_prompt_layout():
+    """Row 0's second completion follows as a sequence of its own starting at position 2 (its
+    prompt's length), the prompt packed once; the single-completion row is unchanged."""
+    from align.logps import packed_completion_index
+
+    out = PreferenceCollator(PAD, padding_free=True, share_prompt=True)(ROWS)
+    assert out["input_ids"].tolist() == [[1, 2, 3, 4, 5, 6, 7, 8, 9]]
+    assert out["position_ids"].tolist() == [[0, 1, 2, 3, 4, 2, 0, 1, 2]]
+    assert out["completion_mask"].tolist() == [[0, 0, 1, 1, 1, 1, 0, 1, 1]]
+    assert out["seq_lens"].tolist() == [5, 1, 3]
+    assert out["completion_token_counts"].tolist() == [[3, 1], [2, 0]]
+    index = packed_completion_index(out)
+    # token 6 (row position 5) is predicted by the prompt's last token (position 1), like token 3
+    assert index.keep.tolist() == [1, 2, 3, 1, 6, 7]
+    assert index.targets.tolist() == [3, 4, 5, 6, 8, 9]
+    assert index.seq.tolist() == [0, 0, 0, 1, 2, 2] and index.num_seqs == 3
+    unshared = packed_completion_index(PreferenceCollator(PAD, padding_free=True)(ROWS))
+    assert unshared.keep.tolist() == [1, 2, 3, 6, 8, 9] and unshared.targets.tolist() == index.targets.tolist()
+
+
 def test_collator_rejects_empty_sequences():
     with pytest.raises(ValueError, match="batch row 0: completion 1 has no tokens"):
         PreferenceCollator(PAD)([{"prompt_ids": [1], "completion_ids": [[2], []]}])

@@ -182,11 +182,15 @@ def test_precomputed_reference_is_cached_and_reused(tiny_model_dir, tmp_path, ca
     assert "reusing precomputed reference log-probs" in caplog.text
 
 
-@pytest.mark.parametrize("varlen", [True, False], ids=["varlen-attention", "block-diagonal-mask"])
-def test_packed_path_matches_trl_fused_head_per_token(tiny_model_dir, varlen):
+@pytest.mark.parametrize(
+    "varlen, share", [(True, True), (True, False), (False, False)], ids=["shared-prompt", "varlen-attention", "block-diagonal-mask"]
+)
+@pytest.mark.parametrize("kind", ["pair", "list"])
+def test_packed_path_matches_trl_fused_head_per_token(tiny_model_dir, varlen, share, kind):
     """The packed path (LM head at completion positions only, chunked log-softmax; attention per
-    sequence, or transformers' block-diagonal mask) and the padded path (TRL's fused LM head) give
-    the same per-token log-probs, entropies, sums and gradients of every parameter."""
+    sequence, per sequence with each prompt packed once for all its completions, or transformers'
+    block-diagonal mask) and the padded path (TRL's fused LM head) give the same per-token
+    log-probs, entropies, sums and gradients of every parameter, on pairs and on lists of 2-4."""
     from trl.trainer.utils import add_fused_lm_head
 
     from align.attention import use_varlen_attention
@@ -197,11 +201,19 @@ def test_packed_path_matches_trl_fused_head_per_token(tiny_model_dir, varlen):
     add_fused_lm_head(model, outputs=("log_probs", "entropy"))
     if varlen:
         assert use_varlen_attention(model)
-    rows, _ = prepare_preference_dataset(pair_dataset(6), tok, kind="pair", max_length=128)
+    if kind == "pair":
+        rows, _ = prepare_preference_dataset(pair_dataset(6), tok, kind="pair", max_length=128)
+    else:
+        from tests.trainers.test_haepo import list_dataset
+
+        rows, _ = prepare_preference_dataset(list_dataset(4), tok, kind="list", max_length=128)
     results = {}
     for packed in (True, False):
         model.zero_grad()
-        batch = PreferenceCollator(tok.pad_token_id, padding_free=packed)(list(rows))
+        batch = PreferenceCollator(tok.pad_token_id, padding_free=packed, share_prompt=share)(list(rows))
+        if packed:  # the shared layout is really used: fewer tokens than one prompt per completion
+            shorter = batch["input_ids"].shape[1] < sum(len(r["prompt_ids"]) * len(r["completion_ids"]) + sum(map(len, r["completion_ids"])) for r in rows)
+            assert shorter == share
         out = completion_logps(model, batch, entropy=True)
         out["logps_sum"].sum().backward()
         results[packed] = (out, {n: p.grad.clone() for n, p in model.named_parameters()})
