@@ -45,6 +45,7 @@ from align.data.images import is_processor, load_image, message_images, text_tok
 from align.generation.base import ChunkCallback, Prompt, register_generator
 from align.generation.config import SamplingConfig, chunk_bounds, chunk_seed
 from align.generation.decode import decode, left_pad, unsupported
+from align.generation.memory import bytes_per_sequence, fitting_batch, free_memory_bytes
 
 __all__ = ["HFGenerator", "encode_prompts", "eos_token_ids", "prompt_images", "sample_completions"]
 
@@ -386,7 +387,7 @@ class HFGenerator:
         decoding loop (:func:`align.generation.decode.decode`): prompts batched ``batch_size //
         copies`` at a time, in order of length."""
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
-        per_batch = max(1, config.batch_size // copies)
+        per_batch = max(1, self._fitting_batch(model, prompt_ids, copies, config) // copies)
         texts: list[str] = [""] * (len(prompt_ids) * copies)
         for start in range(0, len(order), per_batch):
             prompts = order[start : start + per_batch]
@@ -418,14 +419,36 @@ class HFGenerator:
         sequence_images = [values for values in images for _ in range(copies)]
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         texts: list[str] = [""] * len(sequences)
-        for start in range(0, len(order), config.batch_size):
-            rows = order[start : start + config.batch_size]
+        batch_size = self._fitting_batch(model, prompt_ids, 1, config)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
             decoded = self._generate_batch(
                 model, [sequences[r] for r in rows], [sequence_images[r] for r in rows], config, eos, device
             )
             for row, text in zip(rows, decoded):
                 texts[row] = text
         return texts
+
+    def _fitting_batch(self, model: Any, prompt_ids: list[list[int]], copies: int, config: SamplingConfig) -> int:
+        """``config.batch_size`` sequences, or fewer where their KV cache and logits would not fit
+        in half the free memory (:mod:`align.generation.memory`), with a warning: a smaller batch
+        changes the samples, so it is only taken where the configured one would run out of memory."""
+        parameter = next(model.parameters())
+        # in the weights' dtype also under bf16 autocast: Llama-style models keep the rotated keys in
+        # the residual stream's dtype there, so this is an upper bound
+        element_bytes = parameter.element_size()
+        longest = max(map(len, prompt_ids)) + config.max_new_tokens
+        per_sequence = bytes_per_sequence(model.config, longest, element_bytes)
+        free = free_memory_bytes(parameter.device)
+        batch = fitting_batch(config.batch_size, per_sequence, free, multiple=copies)
+        if batch < config.batch_size:
+            logger.warning(
+                "sampling %d sequences at a time instead of batch_size=%d: %d sequences of up to %d tokens would need "
+                "%.1f GiB for their KV cache and logits, more than half of the %.1f GiB free on %s (samples differ "
+                "from those of the full batch)", batch, config.batch_size, config.batch_size, longest,
+                config.batch_size * per_sequence / 2**30, free / 2**30, parameter.device,
+            )  # fmt: skip
+        return batch
 
     def _pad_token_id(self, model: Any, eos: list[int]) -> int:
         pad = self.tokenizer.pad_token_id

@@ -67,7 +67,11 @@ class LoopArguments:
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling (the SPPO paper: 0.9)."})
     max_new_tokens: int = field(default=64, metadata={"help": "Tokens per sampled completion."})
     generation_batch_size: int = field(
-        default=128, metadata={"help": "Sequences decoded together (batch_size // K prompts at a time)."}
+        default=128,
+        metadata={
+            "help": "Sequences decoded together (batch_size // K prompts at a time); fewer, with a warning, where their "
+            "KV cache would not fit in half the free memory."
+        },
     )
     generation_chunk_size: int = field(
         default=32, metadata={"help": "Prompts per resumable generation chunk (caps a batch at chunk × K sequences)."}
