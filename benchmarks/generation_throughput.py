@@ -11,7 +11,9 @@ of 16 prompts, which cap a batch at 16·K sequences). Each row samples those sam
   decoding loop: left-padded batches of 32 sequences through transformers' ``generate``;
 * ``generate``, one at a time: the first ``--sequential`` sequences alone;
 * align, in the model's dtype (float32) and under bf16 autocast (the loop's default when training
-  uses bf16 on a CPU with AVX512-BF16/AMX), at ``--batch_sizes`` sequences per batch.
+  uses bf16 on a CPU with AVX512-BF16/AMX), at ``--batch_sizes`` sequences per batch;
+* with ``--compile``, align in bf16 at the first of ``--batch_sizes`` with the model's forward under
+  ``torch.compile(dynamic=True)``: the first call (which compiles) and a second one.
 
 tokens/s counts completion tokens (to the EOS, not padding). "% of peak" is the share of the
 machine's matmul peak at 2·N FLOPs per completion token (N = the model's parameters, the prompt's
@@ -87,6 +89,9 @@ def main() -> None:
     parser.add_argument("--batch_sizes", default="32,64,128,256",
                         help="align bf16 rows: sequences per batch (chunks of max(16, batch / K) prompts)")
     parser.add_argument("--sequential", type=int, default=8, help="sequences sampled one at a time")
+    parser.add_argument("--compile", action="store_true",
+                        help="also the first bf16 batch size with the model's forward under torch.compile(dynamic=True): "
+                        "its first call (which compiles) and a second one")  # fmt: skip
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "generation_throughput"))
     args = parser.parse_args()
 
@@ -141,6 +146,13 @@ def main() -> None:
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         out, seconds = timed(config=config(batch_size, "bf16"))
         row("align", "bf16", batch_size, seconds, out, rows)
+    if args.compile:
+        # dynamic shapes: the batch shrinks as rows finish and the KV cache grows every step
+        batch_size = int(args.batch_sizes.split(",")[0])
+        model.forward = torch.compile(model.forward, dynamic=True)
+        for name in ("align, torch.compile, first call", "align, torch.compile"):
+            out, seconds = timed(config=config(batch_size, "bf16"))
+            row(name, "bf16", batch_size, seconds, out, rows)
 
     base = results[0]["tokens_per_second"]
     meta = {**vars(args), "parameters": params, "peak_flops": peaks, "threads": torch.get_num_threads(),

@@ -104,6 +104,9 @@ NOT_RUN = {
     "python benchmarks/train_throughput.py --model smollm2 --data gsm8k --variants lora --autocast --steps 3 --reps 1":
     "8 minutes on the real SmolLM2 shape; shortened, GSM8K pairs would not fit the 64-token limit. The same trial "
     "code runs in the other shortened train_throughput commands (--autocast only sets --bf16 in both configs)",
+    "python benchmarks/generation_throughput.py --batch_sizes 128 --compile": "torch.compile of SmolLM2's forward "
+    "takes minutes (510 s); the other generation_throughput command runs every other row's code, and the --compile "
+    "rows ran on a tiny model when they were added",
     "python eval/alpaca_eval.py --model outputs/sppo-smollm2/iteration-02/model --judge openai_judge "
     "--judge_options '{\"model\": \"gpt-4o-mini\"}'": "needs an OpenAI API key (OPENAI_API_KEY) and the network",
     "python eval/alpaca_eval.py --model_outputs path/to/model_outputs.json": "path/to/model_outputs.json is a "
