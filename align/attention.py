@@ -53,35 +53,25 @@ def packed_segments(position_ids: torch.Tensor) -> list[tuple[int, int]]:
     return list(zip(starts, starts[1:] + [positions.numel()]))
 
 
-def _continuation_attention(query, key, value, scaling, dropout, sliding_window, prefix):
-    """Queries at positions prefix..prefix+n−1 over keys at 0..prefix+n−1 (a shared prompt's, then
-    their own): causal, within the sliding window when there is one."""
-    if query.device.type == "cpu" and query.dtype in (torch.bfloat16, torch.float16):  # see _segment_attention
-        out = _continuation_attention(query.float(), key.float(), value.float(), scaling, dropout, sliding_window, prefix)
+def _segment_attention(query, key, value, scaling, dropout, sliding_window, prefix: int = 0):
+    """Causal SDPA of one packed sequence: its n queries at positions prefix..prefix+n−1 over keys at
+    0..prefix+n−1 (with ``prefix`` > 0 the first ``prefix`` keys are a shared prompt's), within the
+    sliding window when there is one."""
+    if query.device.type == "cpu" and query.dtype in (torch.bfloat16, torch.float16):
+        # On CPU the fused SDPA kernel is 2-4× slower in bf16 than in fp32 for the short sequences
+        # of preference data (forward + backward per sequence of 9 heads × 64: 2.0 ms against 0.7 ms
+        # at 70 tokens, 4.1 against 1.7 at 150; torch 2.13): attend in fp32, return the input dtype.
+        out = _segment_attention(query.float(), key.float(), value.float(), scaling, dropout, sliding_window, prefix)
         return out.to(query.dtype)
     n, m = query.shape[2], key.shape[2]
+    if prefix == 0 and (sliding_window is None or n <= sliding_window):
+        return F.scaled_dot_product_attention(query, key, value, is_causal=n > 1, dropout_p=dropout, scale=scaling)
+    # Key j is visible from query i iff 0 <= (prefix + i) - j (< window).
     distance = (torch.arange(n, device=query.device) + prefix)[:, None] - torch.arange(m, device=query.device)[None, :]
     mask = distance >= 0
     if sliding_window is not None:
         mask &= distance < sliding_window
     return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)
-
-
-def _segment_attention(query, key, value, scaling, dropout, sliding_window):
-    if query.device.type == "cpu" and query.dtype in (torch.bfloat16, torch.float16):
-        # On CPU the fused SDPA kernel is 2-4× slower in bf16 than in fp32 for the short sequences
-        # of preference data (forward + backward per sequence of 9 heads × 64: 2.0 ms against 0.7 ms
-        # at 70 tokens, 4.1 against 1.7 at 150; torch 2.13): attend in fp32, return the input dtype.
-        out = _segment_attention(query.float(), key.float(), value.float(), scaling, dropout, sliding_window)
-        return out.to(query.dtype)
-    n = query.shape[2]
-    if sliding_window is not None and n > sliding_window:
-        # Causal and within the window: key j is visible from query i iff 0 <= i - j < window.
-        offsets = torch.arange(n, device=query.device)
-        distance = offsets[:, None] - offsets[None, :]
-        mask = (distance >= 0) & (distance < sliding_window)
-        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)
-    return F.scaled_dot_product_attention(query, key, value, is_causal=n > 1, dropout_p=dropout, scale=scaling)
 
 
 def varlen_sdpa_attention_forward(
@@ -116,7 +106,7 @@ def varlen_sdpa_attention_forward(
     for (s, e), first in zip(segments, firsts):
         if first > 0 and root is not None and root[1] - root[0] >= first:  # continues root's first `first` tokens
             shared = slice(root[0], root[0] + first)
-            outputs.append(_continuation_attention(
+            outputs.append(_segment_attention(
                 query[:, :, s:e], torch.cat([key[:, :, shared], key[:, :, s:e]], dim=2),
                 torch.cat([value[:, :, shared], value[:, :, s:e]], dim=2), scaling, dropout, sliding_window, first,
             ))  # fmt: skip

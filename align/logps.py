@@ -70,7 +70,7 @@ def packed_completion_index(inputs: dict[str, torch.Tensor]) -> PackedIndex:
     token, never a target, so no prediction crosses into another sequence."""
     input_ids, seq_lens = inputs["input_ids"], inputs["seq_lens"].to(inputs["input_ids"].device)
     device = input_ids.device
-    positions = inputs["position_ids"][0].to(device) if "position_ids" in inputs else torch.arange(input_ids.shape[1], device=device)
+    positions = inputs["position_ids"][0].to(device)
     index = torch.arange(positions.numel(), device=device)
     starts = torch.ones_like(positions, dtype=torch.bool)
     starts[1:] = positions[1:] != positions[:-1] + 1

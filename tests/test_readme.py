@@ -12,8 +12,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ import torch
 
 from align.objectives import CompletionGroups, get_objective
 from align.objectives import base as base_module
+from tests.scripts import run_in_session
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -268,16 +267,7 @@ def _project(tmp_path: Path) -> Path:
 
 
 def _run(command: str, cwd: Path, env: dict, timeout: float) -> tuple[int | None, str]:
-    # A session of its own, so a timeout ends accelerate's worker processes too.
-    proc = subprocess.Popen(["bash", "-c", command], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        return None, output
-    return proc.returncode, output
+    return run_in_session(["bash", "-c", command], cwd=cwd, env=env, timeout=timeout)
 
 
 @pytest.mark.slow

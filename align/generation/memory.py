@@ -14,13 +14,9 @@ decides the samples, so a batch is only changed where keeping it would run out o
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
 __all__ = ["MEMORY_SHARE", "bytes_per_sequence", "fitting_batch", "free_memory_bytes"]
-
-logger = logging.getLogger(__name__)
 
 MEMORY_SHARE = 0.5  # of the free memory, for the KV cache and the logits of one batch
 

@@ -7,14 +7,13 @@ by their own test against the same launches (each launch runs once per module)."
 
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.scripts import run_in_session
 from tests.tiny import build_tiny_model_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,17 +48,11 @@ def launch(models, tmp_path, launch_args, per_device_batch, *extra):
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch_args, "--mixed_precision", "no", "--main_process_port", str(free_port()),
            str(SCRIPT), str(models[0]), str(models[1]), str(out), str(per_device_batch), *extra]  # fmt: skip
-    # Its own session, so a hung launch is killed with its workers (which would otherwise outlive
-    # it) and fails with what it printed; a launch takes 15-60 s, the first compiles DeepSpeed's
-    # CPU ops (about a minute).
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=360)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
+    # a launch takes 15-60 s, the first compiles DeepSpeed's CPU ops (about a minute)
+    status, output = run_in_session(cmd, cwd=ROOT, env=env, timeout=360)
+    if status is None:
         pytest.fail(f"{launch_args[:2]} hung for 360 s; its output ends:\n{output[-5000:]}")
-    assert proc.returncode == 0, output[-5000:]
+    assert status == 0, output[-5000:]
     return json.loads(out.read_text())
 
 
