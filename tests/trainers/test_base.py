@@ -97,6 +97,23 @@ def test_reference_strategies_agree(tiny_model_dir, tmp_path, reference):
     assert abs(value - (math.log(2) + trainer.evaluate()["eval_nll"])) > 1e-3  # the reference really differs
 
 
+def test_precomputed_reference_with_lora_trains_like_the_disabled_adapter(tiny_model_dir, tmp_path):
+    """With LoRA, log-probs precomputed with the adapter disabled are the reference the adapter
+    strategy computes every step: the same losses and rewards, step by step, over two epochs
+    (the setting of the default SPPO recipe, whose loop merges earlier adapters into the base)."""
+    history = {}
+    for reference in ("adapter", "precomputed"):
+        model, tok = load(tiny_model_dir)
+        args = config(tmp_path / reference, reference=reference, max_steps=-1, num_train_epochs=2)
+        trainer = RPOTrainer(model, args, pair_dataset(8), None, tok, peft_config=lora())
+        assert trainer.reference == reference and trainer.ref_model is None
+        trainer.train()
+        history[reference] = [v for h in trainer.state.log_history if "loss" in h for v in (h["loss"], h["rewards/margins"])]
+    assert len(history["adapter"]) == 2 * 4
+    assert history["precomputed"] == pytest.approx(history["adapter"], abs=1e-5)
+    assert history["adapter"][-1] > 1e-2  # the adapter moved away from the reference
+
+
 def _step0_loss(model_dir, tmp_path, **overrides):
     model, tok = load(model_dir)
     ref, _ = load(model_dir, seed_offset=7)
