@@ -137,3 +137,44 @@ def test_one_iteration_on_two_processes_equals_one(setup, straight, tmp_path):
     ours, theirs = out / "iteration-00", reference / "iteration-00"
     for name in ("answers.jsonl", "judged.jsonl", "dataset.jsonl"):
         assert (ours / name).read_text().replace(str(out), str(reference)) == (theirs / name).read_text(), name
+
+
+@pytest.mark.slow
+def test_lora_policy_is_the_base_with_the_warm_up_then_each_iterations_adapter_merged(setup, tmp_path, monkeypatch):
+    """With LoRA the warm-up saves an adapter, and π_t is the base model with the warm-up's adapter
+    merged, then iteration 0..t−1's: the merge the loop reloads equals one done by hand."""
+    import torch
+    from peft import PeftModel
+
+    from align.cli import parse_recipe_args
+    from align.loops import LoopArguments
+    from align.loops.run import RunFolder
+    from align.loops.uvcot import UVCoTArguments, UVCoTLoop
+    from align.models import load_model
+    from align.trainers.uvcot import UVCoTConfig, UVCoTTrainer
+
+    out = tmp_path / "run"
+    lora = {"use_peft": "true", "lora_r": "4", "lora_alpha": "8", "lora_target_modules": "all-linear", "iterations": "2"}
+    result = run(setup, out, **lora)
+    assert result.returncode == 0, result.stderr[-4000:]
+    warm = out / "iteration-00" / "warmup" / "model"
+    assert (warm / "adapter_config.json").exists() and not (warm / "config.json").exists()
+
+    monkeypatch.syspath_prepend(str(setup[0] / "plugins"))  # the judge plug-in the config names
+    parsed = parse_recipe_args(UVCoTConfig, ROOT / "recipes" / "configs" / "uvcot.yaml", argv(setup, out, **lora),
+                               data_classes=(LoopArguments, UVCoTArguments))  # fmt: skip
+    loop_args, training_args, model_args, drift_args, benchmark_args, uvcot_args = parsed
+    loop = UVCoTLoop(loop_args=loop_args, uvcot_args=uvcot_args, training_args=training_args, model_args=model_args,
+                     drift_args=drift_args, benchmark_args=benchmark_args, trainer_cls=UVCoTTrainer,
+                     default_builder="uvcot_pairs", method="uvcot")  # fmt: skip
+    folder = RunFolder(out, loop.config(), create=False)
+    expected = PeftModel.from_pretrained(load_model(model_args), str(warm)).merge_and_unload()
+    base = {k: v.clone() for k, v in load_model(model_args).state_dict().items()}
+    for t in range(3):
+        if t:
+            adapter = out / f"iteration-{t - 1:02d}" / "model"
+            expected = PeftModel.from_pretrained(expected, str(adapter)).merge_and_unload()
+        got = loop.load_policy(folder, t).state_dict()
+        assert got.keys() == expected.state_dict().keys()
+        assert all(torch.equal(got[k], v) for k, v in expected.state_dict().items()), t
+        assert any(not torch.equal(got[k], base[k]) for k in base), t  # the warm-up changed the base
