@@ -4,11 +4,12 @@ against plain batched ``generate`` and against one sequence at a time.
     python benchmarks/generation_throughput.py          # SmolLM2-135M-Instruct, ~5 min on 2 CPU cores
 
 The default SPPO/RPO loop samples K = 4 completions for each of 64 prompts of the built-in
-arithmetic task (temperature 0.7, top-p 0.9, at most 48 new tokens, batches of 32 sequences, chunks
-of 16 prompts, which cap a batch at 16·K sequences). Each row samples those same 256 completions (EOS ends a completion, as in the loop):
+arithmetic task (temperature 0.7, top-p 0.9, at most 48 new tokens). Each row samples those same
+256 completions (EOS ends a completion, as in the loop):
 
 * ``generate``, batched: ``HFGenerator(use_generate=True)``, what the loop did before align's
-  decoding loop: left-padded batches of 32 sequences through transformers' ``generate``;
+  decoding loop: left-padded batches of 32 sequences (its default then, in chunks of 16 prompts)
+  through transformers' ``generate``;
 * ``generate``, one at a time: the first ``--sequential`` sequences alone;
 * align, in the model's dtype (float32) and under bf16 autocast (the loop's default when training
   uses bf16 on a CPU with AVX512-BF16/AMX), at ``--batch_sizes`` sequences per batch;
@@ -85,7 +86,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--k", type=int, default=4, help="samples per prompt")
     parser.add_argument("--max_new_tokens", type=int, default=48)
-    parser.add_argument("--batch_size", type=int, default=32, help="sequences per batch (the loop's default)")
+    parser.add_argument("--batch_size", type=int, default=32, help="sequences per batch of the float32 rows (the loop's default before align's decoding loop)")
     parser.add_argument("--batch_sizes", default="32,64,128,256",
                         help="align bf16 rows: sequences per batch (chunks of max(16, batch / K) prompts)")
     parser.add_argument("--sequential", type=int, default=8, help="sequences sampled one at a time")

@@ -133,10 +133,12 @@ def test_builders_by_name_and_their_options_are_checked_while_parsing():
 
 
 @pytest.mark.parametrize("bf16, chosen, expected", [(True, "auto", None), (False, "auto", "model"),
-                                                    (False, "bf16", "bf16"), (True, "model", "model")])  # fmt: skip
+                                                    (False, "bf16", "bf16"), (True, "model", "model"),
+                                                    (True, None, "model")])  # fmt: skip
 def test_sampling_precision_follows_training_and_evaluation_stays_in_the_models_dtype(tmp_path, bf16, chosen, expected):
-    """``auto`` samples in bf16 when training does and the device has fast bf16 matmuls; greedy
-    evaluation decodes in the model's dtype whatever is chosen."""
+    """``auto`` samples in bf16 when training does and the device has fast bf16 matmuls; the default
+    (``chosen`` None) samples in the model's dtype also under --bf16; greedy evaluation decodes in the
+    model's dtype whatever is chosen."""
     from trl import ModelConfig
 
     from align.generation import fast_bf16
@@ -144,7 +146,8 @@ def test_sampling_precision_follows_training_and_evaluation_stays_in_the_models_
     from align.trainers import SPPOConfig, SPPOTrainer
 
     args = SPPOConfig(output_dir=str(tmp_path), bf16=bf16, report_to="none")
-    loop = OnPolicyLoop(loop_args=LoopArguments(sampling_precision=chosen), training_args=args,
+    loop_args = LoopArguments() if chosen is None else LoopArguments(sampling_precision=chosen)
+    loop = OnPolicyLoop(loop_args=loop_args, training_args=args,
                         model_args=ModelConfig("unused"), trainer_cls=SPPOTrainer, default_builder="sppo_pairs",
                         method="sppo")  # fmt: skip
     expected = expected or ("bf16" if fast_bf16("cpu") else "model")
