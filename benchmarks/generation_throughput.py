@@ -11,8 +11,9 @@ arithmetic task (temperature 0.7, top-p 0.9, at most 48 new tokens). Each row sa
   decoding loop: left-padded batches of 32 sequences (its default then, in chunks of 16 prompts)
   through transformers' ``generate``;
 * ``generate``, one at a time: the first ``--sequential`` sequences alone;
-* align, in the model's dtype (float32) and under bf16 autocast (the loop's default when training
-  uses bf16 on a CPU with AVX512-BF16/AMX), at ``--batch_sizes`` sequences per batch;
+* align, in the model's dtype (float32, the loop's default) and under bf16 autocast
+  (``--sampling_precision bf16``), at each of ``--batch_sizes`` sequences per batch (the loop's
+  default: 128);
 * with ``--compile``, align in bf16 at the first of ``--batch_sizes`` with the model's forward under
   ``torch.compile(dynamic=True)``: the first call (which compiles) and a second one.
 
@@ -86,9 +87,10 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--k", type=int, default=4, help="samples per prompt")
     parser.add_argument("--max_new_tokens", type=int, default=48)
-    parser.add_argument("--batch_size", type=int, default=32, help="sequences per batch of the float32 rows (the loop's default before align's decoding loop)")
+    parser.add_argument("--batch_size", type=int, default=32,
+                        help="sequences per batch of the generate rows (the loop's default before its own decoder)")
     parser.add_argument("--batch_sizes", default="32,64,128,256",
-                        help="align bf16 rows: sequences per batch (chunks of max(16, batch / K) prompts)")
+                        help="align's rows, each dtype: sequences per batch (chunks of max(16, batch / K) prompts)")
     parser.add_argument("--sequential", type=int, default=8, help="sequences sampled one at a time")
     parser.add_argument("--compile", action="store_true",
                         help="also the first bf16 batch size with the model's forward under torch.compile(dynamic=True): "
@@ -142,11 +144,10 @@ def main() -> None:
     start = time.perf_counter()
     alone = sample_completions(model, tokenizer, prompts[:count], config(1), show_progress=False, use_generate=True)
     row("generate, one at a time", "float32", 1, time.perf_counter() - start, alone, rows[:count])
-    out, seconds = timed(config=config(args.batch_size))
-    row("align", "float32", args.batch_size, seconds, out, rows)
-    for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-        out, seconds = timed(config=config(batch_size, "bf16"))
-        row("align", "bf16", batch_size, seconds, out, rows)
+    for precision, dtype in (("model", "float32"), ("bf16", "bf16")):
+        for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+            out, seconds = timed(config=config(batch_size, precision))
+            row("align", dtype, batch_size, seconds, out, rows)
     if args.compile:
         # dynamic shapes: the batch shrinks as rows finish and the KV cache grows every step
         batch_size = int(args.batch_sizes.split(",")[0])

@@ -561,6 +561,7 @@ HOOK_SCRIPT = """
 import json, sys
 sys.path.insert(0, {root!r})
 from accelerate import Accelerator
+from align.distributed import finish_distributed
 from align.evaluation.alpaca_eval import run_alpaca_eval
 from align.evaluation.common import load_eval_model
 from align.generation import SamplingConfig
@@ -578,6 +579,7 @@ metrics = run_alpaca_eval(model, tokenizer, judge=judge, output_dir=sys.argv[2],
                           accelerator=accelerator, name="policy", show_progress=False)
 with open(f"{{sys.argv[2]}}/rank-{{accelerator.process_index}}.json", "w") as f:
     json.dump(metrics, f)
+finish_distributed(accelerator)  # left to interpreter exit, gloo can abort a finished run
 """
 
 
