@@ -132,6 +132,18 @@ def test_builders_by_name_and_their_options_are_checked_while_parsing():
         LoopArguments(dataset_builder="sppo_pairs", dataset_options="{skip_ties: false}")
 
 
+def _sppo_loop(tmp_path, loop_args, bf16: bool = False):
+    """An SPPO loop that only answers questions about its settings (no model is loaded)."""
+    from trl import ModelConfig
+
+    from align.loops import OnPolicyLoop
+    from align.trainers import SPPOConfig, SPPOTrainer
+
+    args = SPPOConfig(output_dir=str(tmp_path), bf16=bf16, report_to="none")
+    return OnPolicyLoop(loop_args=loop_args, training_args=args, model_args=ModelConfig("unused"),
+                        trainer_cls=SPPOTrainer, default_builder="sppo_pairs", method="sppo")  # fmt: skip
+
+
 @pytest.mark.parametrize("bf16, chosen, expected", [(True, "auto", None), (False, "auto", "model"),
                                                     (False, "bf16", "bf16"), (True, "model", "model"),
                                                     (True, None, "model")])  # fmt: skip
@@ -139,17 +151,10 @@ def test_sampling_precision_follows_training_and_evaluation_stays_in_the_models_
     """``auto`` samples in bf16 when training does and the device has fast bf16 matmuls; the default
     (``chosen`` None) samples in the model's dtype also under --bf16; greedy evaluation decodes in the
     model's dtype whatever is chosen."""
-    from trl import ModelConfig
-
     from align.generation import fast_bf16
-    from align.loops import LoopArguments, OnPolicyLoop
-    from align.trainers import SPPOConfig, SPPOTrainer
+    from align.loops import LoopArguments
 
-    args = SPPOConfig(output_dir=str(tmp_path), bf16=bf16, report_to="none")
-    loop_args = LoopArguments() if chosen is None else LoopArguments(sampling_precision=chosen)
-    loop = OnPolicyLoop(loop_args=loop_args, training_args=args,
-                        model_args=ModelConfig("unused"), trainer_cls=SPPOTrainer, default_builder="sppo_pairs",
-                        method="sppo")  # fmt: skip
+    loop = _sppo_loop(tmp_path, LoopArguments() if chosen is None else LoopArguments(sampling_precision=chosen), bf16)
     expected = expected or ("bf16" if fast_bf16("cpu") else "model")
     assert loop.sampling().precision == expected
     assert loop.sampling(greedy=True).precision == "model"
@@ -162,14 +167,8 @@ def test_held_out_answers_are_chunked_by_the_batch_not_the_resumable_chunk(tmp_p
     """Greedy evaluation (one answer per prompt, never resumed chunk by chunk) takes up to a whole
     batch of prompts per chunk, never fewer than the sampling chunk; the K samples keep their
     resumable chunks."""
-    from trl import ModelConfig
+    from align.loops import LoopArguments
 
-    from align.loops import LoopArguments, OnPolicyLoop
-    from align.trainers import SPPOConfig, SPPOTrainer
-
-    loop = OnPolicyLoop(loop_args=LoopArguments(generation_batch_size=128, generation_chunk_size=32),
-                        training_args=SPPOConfig(output_dir=str(tmp_path), report_to="none"),
-                        model_args=ModelConfig("unused"), trainer_cls=SPPOTrainer, default_builder="sppo_pairs",
-                        method="sppo")  # fmt: skip
+    loop = _sppo_loop(tmp_path, LoopArguments(generation_batch_size=128, generation_chunk_size=32))
     assert loop.sampling(greedy=True, prompts=prompts).chunk_size == expected
     assert loop.sampling(t=1).chunk_size == 32
